@@ -1,0 +1,31 @@
+// RatioReporter: the console output of Google Benchmark, plus a table of
+// ratios between named pairs of benchmarks measured in the same run.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+namespace stablecache::bench {
+
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  // Each pair: (label, numerator benchmark, denominator benchmark); the
+  // ratio printed is time(denominator) / time(numerator), i.e. how many
+  // times faster the numerator is.
+  void AddPair(std::string label, std::string ours, std::string baseline);
+  void ReportRuns(const std::vector<Run>& runs) override;
+  void Finalize() override;
+
+ private:
+  std::map<std::string, double> ns_per_iter_;
+  std::vector<std::tuple<std::string, std::string, std::string>> pairs_;
+};
+
+// Runs every registered benchmark with the ratio table. Returns exit code.
+int RunWithRatios(int argc, char** argv, RatioReporter& reporter);
+
+}  // namespace stablecache::bench

@@ -1,0 +1,121 @@
+// Cache and File: the page cache and its file API.
+//
+// A Cache owns a memfd-backed arena of 4 KiB frames and never holds more
+// than `capacity_bytes` of file pages. A File is a byte-addressed view of one
+// BlockDevice stack through the cache (like a block device's page cache): its
+// size starts at FileOptions::initial_size and changes with Write and
+// Truncate; bytes never written read as zero.
+//
+// Promises:
+//  - Read returns the latest Written bytes; data acknowledged by Sync is on
+//    the device; dirty data is never dropped silently.
+//  - While a page is under writeback the bytes submitted do not change,
+//    whatever the stable-write policy (none excepted: it is the unsafe
+//    baseline and exists to show the failure).
+//  - Writeback errors follow Linux errseq semantics: each File handle's
+//    Sync reports an error that happened since its last Sync (or its open)
+//    exactly once.
+//
+// Thread-safety: Cache and File are thread-safe. One File may be used by
+// many threads at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "stablecache/block_device.h"
+#include "stablecache/status.h"
+
+namespace stablecache {
+
+// What a writer does when it meets a page under writeback.
+enum class StablePolicy : uint8_t {
+  kNone,    // nothing: unsafe baseline
+  kWait,    // wait for writeback to end (Linux)
+  kBounce,  // writeback copies the page into a bounce frame; nobody waits
+  kFork,    // the writer gets a copy; the old frame stays with the I/O
+  kAuto,    // fork if the stack needs stable writes, else none
+};
+const char* PolicyName(StablePolicy p);
+[[nodiscard]] Result<StablePolicy> ParsePolicy(std::string_view name);
+
+struct CacheOptions {
+  uint64_t capacity_bytes = 64ull << 20;  // hard cap on cached file pages
+  uint32_t io_reserve_frames = 256;       // frames kept for bounce copies
+  double dirty_background_ratio = 0.10;   // flushers start here
+  double dirty_ratio = 0.40;              // writers are throttled here
+  uint32_t flusher_threads = 1;
+  uint32_t writeback_interval_ms = 500;   // periodic flush of old dirty data
+  uint32_t readahead_pages = 32;          // max sequential readahead window
+  uint32_t max_bio_pages = 64;            // writeback bio size cap
+  StablePolicy policy = StablePolicy::kAuto;
+};
+
+struct FileOptions {
+  uint64_t initial_size = 0;  // logical size at open
+  // Overrides CacheOptions::policy for this file when set.
+  std::optional<StablePolicy> policy;
+};
+
+enum SyncRangeFlags : unsigned {
+  kSyncWaitBefore = 1,  // wait for writeback already under way in the range
+  kSyncWrite = 2,       // start writeback of dirty pages in the range
+  kSyncWaitAfter = 4,   // wait for that writeback to finish
+};
+
+struct CacheStats {
+  uint64_t capacity_pages = 0;
+  uint64_t cached_pages = 0;       // frames holding file pages now
+  uint64_t max_cached_pages = 0;   // high-water mark
+  uint64_t dirty_pages = 0;
+  uint64_t writeback_pages = 0;
+  uint64_t hits = 0, misses = 0;
+  uint64_t readahead_pages = 0;
+  uint64_t evictions = 0;
+  uint64_t pages_written = 0;      // pages submitted for writeback
+  uint64_t writeback_errors = 0;
+  uint64_t throttle_waits = 0;
+  uint64_t stable_waits = 0;       // writers that waited on writeback
+  uint64_t forks = 0;
+  uint64_t fork_copies_skipped = 0;  // full-page overwrites: nothing copied
+  uint64_t bytes_bounced = 0;      // by the cache's bounce policy
+};
+
+class File;
+
+class Cache {
+ public:
+  [[nodiscard]] static Result<std::shared_ptr<Cache>> Create(const CacheOptions& opts);
+  virtual ~Cache() = default;
+
+  // Opens the file that `device` holds. Two opens of one device share pages.
+  [[nodiscard]] virtual Result<std::unique_ptr<File>> Open(std::shared_ptr<BlockDevice> device,
+                                                           const FileOptions& opts = {}) = 0;
+  virtual CacheStats Stats() const = 0;
+  virtual const CacheOptions& Options() const = 0;
+};
+
+class File {
+ public:
+  virtual ~File() = default;
+
+  // Reads up to buf.size() bytes at `offset`; short at end of file.
+  [[nodiscard]] virtual Result<size_t> Read(uint64_t offset, std::span<std::byte> buf) = 0;
+  // Writes all of `data` at `offset`, extending the file if needed.
+  [[nodiscard]] virtual Result<size_t> Write(uint64_t offset, std::span<const std::byte> data) = 0;
+  // fsync: writes every dirty page, waits, flushes the device.
+  virtual Status Sync() = 0;
+  // sync_file_range: flags from SyncRangeFlags. len 0 means to end of file.
+  virtual Status SyncRange(uint64_t offset, uint64_t len, unsigned flags) = 0;
+  virtual Status Truncate(uint64_t size) = 0;
+  [[nodiscard]] virtual Result<uint64_t> Size() const = 0;
+  // Writes back and releases the handle. Later calls return kClosed.
+  virtual Status Close() = 0;
+  virtual StablePolicy EffectivePolicy() const = 0;
+};
+
+}  // namespace stablecache

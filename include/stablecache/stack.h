@@ -1,0 +1,48 @@
+// Building a BlockDevice stack from a spec string.
+//
+// Grammar (top to bottom, the last layer is a leaf or a fan-out):
+//
+//   stack  := layer ( ',' layer )*
+//   layer  := name [ ':' value ] [ '(' arg ( ',' arg )* ')' ]
+//   arg    := key '=' value            an option of the layer
+//           | leg                      a lower device of a fan-out layer
+//   leg    := layer | '[' stack ']'    a one-layer leg, or a whole stack
+//
+// Examples:
+//   memory:64M
+//   file:/var/tmp/disk.img(size=256M)
+//   fault(op=write,offset=0,len=4096,error=EIO,count=1),memory:16M
+//   verify,integrity(guard=crc32c),file:/tmp/x
+//
+// Leaves:  memory:SIZE (late_copy=0|1, delay_us=N), file:PATH (size=SIZE,
+//          direct=auto|on|off). A bare `file` uses BuildOptions::default_file.
+// Layers:  fault (op, offset, len, error, count), and the layers of later
+//          issues as they land.
+// Sizes take K, M, G, T suffixes (powers of 1024).
+//
+// Errors name the spec, the position and what was expected.
+// Thread-safe: BuildStack has no shared state.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stablecache/block_device.h"
+#include "stablecache/status.h"
+
+namespace stablecache {
+
+struct BuildOptions {
+  std::string default_file;      // used by a bare `file` layer
+  uint64_t default_file_size = 0;  // size for a file that is created
+};
+
+[[nodiscard]] Result<std::shared_ptr<BlockDevice>> BuildStack(std::string_view spec,
+                                                              const BuildOptions& opts = {});
+
+// Parses "4096", "64K", "1M", "2G". Errors name the text.
+[[nodiscard]] Result<uint64_t> ParseSize(std::string_view text);
+
+}  // namespace stablecache

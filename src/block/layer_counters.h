@@ -1,0 +1,35 @@
+// LayerCounters: the atomic counters behind a device's LayerStats.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "stablecache/block_device.h"
+
+namespace stablecache {
+
+struct LayerCounters {
+  std::atomic<uint64_t> bios{0}, bytes_read{0}, bytes_written{0}, bytes_bounced{0};
+  std::atomic<uint64_t> errors{0}, integrity_errors{0}, modified_in_flight{0};
+
+  void CountBio(const Bio& bio) {
+    bios.fetch_add(1, std::memory_order_relaxed);
+    if (bio.op == BioOp::kRead) bytes_read.fetch_add(bio.Length(), std::memory_order_relaxed);
+    if (bio.op == BioOp::kWrite) bytes_written.fetch_add(bio.Length(), std::memory_order_relaxed);
+  }
+  LayerStats Snapshot(std::string name) const {
+    LayerStats s;
+    s.name = std::move(name);
+    s.bios = bios.load();
+    s.bytes_read = bytes_read.load();
+    s.bytes_written = bytes_written.load();
+    s.bytes_bounced = bytes_bounced.load();
+    s.errors = errors.load();
+    s.integrity_errors = integrity_errors.load();
+    s.modified_in_flight = modified_in_flight.load();
+    return s;
+  }
+};
+
+}  // namespace stablecache

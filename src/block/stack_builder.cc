@@ -1,0 +1,214 @@
+// BuildStack: turns a parsed spec into devices, bottom first.
+#include <cerrno>
+#include <charconv>
+#include <functional>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "block/stack_spec.h"
+#include "devices/fault_device.h"
+#include "devices/file_device.h"
+#include "devices/memory_device.h"
+#include "stablecache/stack.h"
+
+namespace stablecache {
+
+Result<uint64_t> ParseSize(std::string_view text) {
+  if (text.empty()) return Err(Status::InvalidArgument("empty size"));
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p == text.data())
+    return Err(Status::InvalidArgument(fmt::format("bad size '{}': expected a number with an optional K, M, G or T suffix", text)));
+  std::string_view suffix(p, text.data() + text.size() - p);
+  unsigned shift = 0;
+  if (suffix.empty()) shift = 0;
+  else if (suffix == "K" || suffix == "k" || suffix == "KiB") shift = 10;
+  else if (suffix == "M" || suffix == "m" || suffix == "MiB") shift = 20;
+  else if (suffix == "G" || suffix == "g" || suffix == "GiB") shift = 30;
+  else if (suffix == "T" || suffix == "t" || suffix == "TiB") shift = 40;
+  else
+    return Err(Status::InvalidArgument(fmt::format("bad size '{}': unknown suffix '{}' (use K, M, G or T)", text, suffix)));
+  if (shift && v > (UINT64_MAX >> shift)) return Err(Status::InvalidArgument(fmt::format("size '{}' overflows", text)));
+  return v << shift;
+}
+
+namespace {
+
+using Options = std::map<std::string, std::string>;
+
+struct Ctx {
+  std::string_view spec;
+  const BuildOptions& opts;
+  tl::unexpected<Status> Fail(const LayerSpec& l, const std::string& what) const {
+    return Err(Status::InvalidArgument(fmt::format("stack spec '{}': layer '{}' at position {}: {}", spec, l.name, l.pos, what)));
+  }
+};
+
+Result<Options> TakeOptions(const Ctx& c, const LayerSpec& l, std::initializer_list<const char*> allowed) {
+  Options out;
+  for (const auto& [k, v] : l.options) {
+    bool ok = false;
+    for (const char* a : allowed) ok |= k == a;
+    if (!ok) {
+      std::string list;
+      for (const char* a : allowed) list += fmt::format("{}{}", list.empty() ? "" : ", ", a);
+      return c.Fail(l, fmt::format("unknown option '{}' (allowed: {})", k, list.empty() ? "none" : list));
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+Result<uint64_t> UintOption(const Ctx& c, const LayerSpec& l, const Options& o, const char* key, uint64_t def) {
+  auto it = o.find(key);
+  if (it == o.end()) return def;
+  auto v = ParseSize(it->second);
+  if (!v) return c.Fail(l, fmt::format("option {}: {}", key, v.error().message()));
+  return *v;
+}
+
+Result<std::shared_ptr<BlockDevice>> BuildMemory(const Ctx& c, const LayerSpec& l) {
+  auto o = TakeOptions(c, l, {"late_copy", "delay_us", "size"});
+  if (!o) return Err(o.error());
+  std::string size_text = l.value.empty() ? (o->count("size") ? o->at("size") : "") : l.value;
+  if (size_text.empty()) return c.Fail(l, "needs a size, e.g. memory:64M");
+  auto size = ParseSize(size_text);
+  if (!size) return c.Fail(l, size.error().message());
+  MemoryDeviceOptions mo;
+  mo.size_bytes = *size;
+  auto late = UintOption(c, l, *o, "late_copy", 0);
+  auto delay = UintOption(c, l, *o, "delay_us", 0);
+  if (!late) return Err(late.error());
+  if (!delay) return Err(delay.error());
+  mo.late_copy = *late != 0;
+  mo.delay = std::chrono::microseconds(*delay);
+  auto dev = MemoryDevice::Create(mo);
+  if (!dev) return c.Fail(l, dev.error().message());
+  return std::shared_ptr<BlockDevice>(*dev);
+}
+
+Result<std::shared_ptr<BlockDevice>> BuildFile(const Ctx& c, const LayerSpec& l) {
+  auto o = TakeOptions(c, l, {"size", "direct"});
+  if (!o) return Err(o.error());
+  FileDeviceOptions fo;
+  fo.path = l.value.empty() ? c.opts.default_file : l.value;
+  if (fo.path.empty()) return c.Fail(l, "needs a path, e.g. file:/var/tmp/disk.img");
+  auto size = UintOption(c, l, *o, "size", l.value.empty() ? c.opts.default_file_size : 0);
+  if (!size) return Err(size.error());
+  fo.size_bytes = *size;
+  fo.create = fo.size_bytes != 0;
+  if (auto it = o->find("direct"); it != o->end()) {
+    if (it->second == "auto") fo.direct = DirectMode::kAuto;
+    else if (it->second == "on") fo.direct = DirectMode::kOn;
+    else if (it->second == "off") fo.direct = DirectMode::kOff;
+    else return c.Fail(l, fmt::format("direct must be auto, on or off, not '{}'", it->second));
+  }
+  auto dev = FileDevice::Open(fo);
+  if (!dev) return c.Fail(l, dev.error().message());
+  return std::shared_ptr<BlockDevice>(*dev);
+}
+
+Result<int> ParseErrno(std::string_view s) {
+  static const std::map<std::string_view, int> kNames = {
+      {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EILSEQ", EILSEQ}, {"EROFS", EROFS}, {"ETIMEDOUT", ETIMEDOUT}};
+  if (auto it = kNames.find(s); it != kNames.end()) return it->second;
+  int v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec == std::errc() && p == s.data() + s.size() && v > 0) return v;
+  return Err(Status::InvalidArgument(fmt::format("unknown error '{}' (EIO, ENOSPC, EILSEQ, EROFS, ETIMEDOUT or a number)", s)));
+}
+
+Result<std::shared_ptr<BlockDevice>> BuildFault(const Ctx& c, const LayerSpec& l, std::shared_ptr<BlockDevice> lower) {
+  auto o = TakeOptions(c, l, {"op", "offset", "len", "error", "count"});
+  if (!o) return Err(o.error());
+  FaultRule r;
+  if (auto it = o->find("op"); it != o->end()) {
+    if (it->second == "read") r.op = BioOp::kRead;
+    else if (it->second == "write") r.op = BioOp::kWrite;
+    else if (it->second == "flush") r.op = BioOp::kFlush;
+    else if (it->second != "any") return c.Fail(l, fmt::format("op must be read, write, flush or any, not '{}'", it->second));
+  }
+  auto off = UintOption(c, l, *o, "offset", 0);
+  auto len = UintOption(c, l, *o, "len", UINT64_MAX);
+  if (!off) return Err(off.error());
+  if (!len) return Err(len.error());
+  r.offset = *off;
+  r.len = *len;
+  if (auto it = o->find("error"); it != o->end()) {
+    auto e = ParseErrno(it->second);
+    if (!e) return c.Fail(l, e.error().message());
+    r.error = *e;
+  }
+  if (auto it = o->find("count"); it != o->end()) {
+    if (it->second == "-1" || it->second == "forever") r.count = -1;
+    else {
+      auto n = ParseSize(it->second);
+      if (!n) return c.Fail(l, "count must be a number or forever");
+      r.count = static_cast<int64_t>(*n);
+    }
+  }
+  auto dev = std::make_shared<FaultDevice>(std::move(lower));
+  if (!o->empty()) dev->AddRule(r);
+  return std::shared_ptr<BlockDevice>(dev);
+}
+
+using LeafBuilder = std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&)>;
+using LayerBuilder =
+    std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&, std::shared_ptr<BlockDevice>)>;
+
+const std::map<std::string, LeafBuilder>& Leaves() {
+  static const std::map<std::string, LeafBuilder> m = {{"memory", BuildMemory}, {"file", BuildFile}};
+  return m;
+}
+const std::map<std::string, LayerBuilder>& Layers() {
+  static const std::map<std::string, LayerBuilder> m = {{"fault", BuildFault}};
+  return m;
+}
+
+std::string KnownNames() {
+  std::string s;
+  for (auto& [n, b] : Leaves()) s += fmt::format("{}{}", s.empty() ? "" : ", ", n);
+  for (auto& [n, b] : Layers()) s += fmt::format(", {}", n);
+  return s;
+}
+
+Result<std::shared_ptr<BlockDevice>> Build(const Ctx& c, const StackSpec& stack) {
+  const LayerSpec& bottom = stack.back();
+  std::shared_ptr<BlockDevice> dev;
+  if (auto it = Leaves().find(bottom.name); it != Leaves().end()) {
+    if (!bottom.legs.empty()) return c.Fail(bottom, "a leaf device takes no lower devices");
+    auto d = it->second(c, bottom);
+    if (!d) return d;
+    dev = std::move(*d);
+  } else if (Layers().count(bottom.name)) {
+    return c.Fail(bottom, "needs a device below it, e.g. '" + bottom.name + ",memory:64M'");
+  } else {
+    return c.Fail(bottom, fmt::format("unknown layer (known: {})", KnownNames()));
+  }
+  for (size_t i = stack.size() - 1; i-- > 0;) {
+    const LayerSpec& l = stack[i];
+    auto it = Layers().find(l.name);
+    if (it == Layers().end()) {
+      if (Leaves().count(l.name)) return c.Fail(l, "a leaf device must be the last layer of a stack");
+      return c.Fail(l, fmt::format("unknown layer (known: {})", KnownNames()));
+    }
+    if (!l.value.empty()) return c.Fail(l, "takes no ':' value");
+    if (!l.legs.empty()) return c.Fail(l, "takes no lower devices in parentheses; stack it with ','");
+    auto d = it->second(c, l, std::move(dev));
+    if (!d) return d;
+    dev = std::move(*d);
+  }
+  return dev;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<BlockDevice>> BuildStack(std::string_view spec, const BuildOptions& opts) {
+  auto parsed = ParseStackSpec(spec);
+  if (!parsed) return Err(parsed.error());
+  Ctx c{spec, opts};
+  return Build(c, *parsed);
+}
+
+}  // namespace stablecache

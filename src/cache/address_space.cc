@@ -1,0 +1,263 @@
+#include "cache/address_space.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "cache/cache_impl.h"
+
+namespace stablecache {
+
+AddressSpace::AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, uint64_t initial_size,
+                           StablePolicy policy)
+    : cache_(cache),
+      pool_(cache.pool()),
+      dev_(std::move(dev)),
+      policy_(policy),
+      device_pages_(dev_->Info().size_bytes >> 12),
+      size_(initial_size) {
+  size_t words = (device_pages_ + 63) / 64;
+  valid_bits_ = std::make_unique<std::atomic<uint64_t>[]>(words);
+  for (size_t i = 0; i < words; i++) valid_bits_[i].store(0, std::memory_order_relaxed);
+  for (uint64_t p = 0; p < EofPages(); p++) MarkValid(p);
+}
+
+AddressSpace::~AddressSpace() { DropAllPages(); }
+
+// ---------------------------------------------------------------- index
+
+Result<PageRef> AddressSpace::FindOrCreate(uint64_t idx, bool* created) {
+  for (;;) {
+    if (Page* p = index_.FindGet(idx)) {
+      *created = false;
+      return pool_.Adopt(p);
+    }
+    auto np = cache_.AllocPage();
+    if (!np) return Err(np.error());
+    Page* p = *np;
+    p->owner.store(this, std::memory_order_relaxed);
+    p->index = idx;
+    p->word.store(Page::kLocked | 2 * Page::kRefOne, std::memory_order_release);
+    if (index_.Insert(idx, p)) {
+      *created = true;
+      return pool_.Adopt(p);
+    }
+    p->word.store(Page::kRefOne, std::memory_order_release);  // lost the race
+    pool_.Put(p);
+  }
+}
+
+PageRef AddressSpace::TryCreate(uint64_t idx) {
+  Page* p = cache_.TryAllocPage();
+  if (p == nullptr) return {};
+  p->owner.store(this, std::memory_order_relaxed);
+  p->index = idx;
+  p->word.store(Page::kLocked | 2 * Page::kRefOne, std::memory_order_release);
+  if (index_.Insert(idx, p)) return pool_.Adopt(p);
+  p->word.store(Page::kRefOne, std::memory_order_release);
+  pool_.Put(p);
+  return {};
+}
+
+bool AddressSpace::ReplacePage(Page* old_page, Page* copy) {
+  copy->owner.store(this, std::memory_order_relaxed);
+  copy->index = old_page->index;
+  if (!index_.Replace(old_page->index, old_page, copy)) return false;
+  old_page->SetFlags(Page::kDetached);
+  pool_.Put(old_page);  // the index's reference
+  return true;
+}
+
+void AddressSpace::DetachLocked(Page* p) {
+  if (index_.RemoveIf(p->index, p, [] { return true; })) {
+    p->SetFlags(Page::kDetached);
+    pool_.Put(p);
+  }
+}
+
+bool AddressSpace::TryEvict(Page* p) {
+  bool removed = index_.RemoveIf(p->index, p, [p] {
+    uint64_t w = p->Load();
+    constexpr uint64_t kBusy = Page::kLocked | Page::kDirty | Page::kWriteback | Page::kDetached;
+    if ((w & kBusy) || Page::Refs(w) != 1 || Page::Pins(w) != 0) return false;
+    return p->word.compare_exchange_strong(w, w | Page::kDetached | Page::kLocked);
+  });
+  if (removed) pool_.Put(p);
+  return removed;
+}
+
+// ---------------------------------------------------------------- filling
+
+Status AddressSpace::FillLocked(std::span<Page* const> run, uint64_t first) {
+  const uint64_t size = this->size();
+  Status result;
+  size_t i = 0;
+  while (i < run.size()) {
+    uint64_t idx = first + i;
+    if (IsHole(idx) || (idx << 12) >= size) {
+      std::memset(pool_.Data(run[i]), 0, kFrameSize);
+      run[i]->SetFlags(Page::kUptodate);
+      i++;
+      continue;
+    }
+    size_t j = i;
+    auto bio = Bio::Make(BioOp::kRead, idx << 12, Stability::kStable);
+    while (j < run.size() && !IsHole(first + j) && ((first + j) << 12) < size) {
+      bio->AddSegment(pool_.Data(run[j]), kFrameSize);
+      j++;
+    }
+    Status st = SubmitAndWait(*dev_, std::move(bio));
+    for (size_t k = i; k < j; k++) {
+      if (!st.ok()) {
+        run[k]->SetFlags(Page::kError);
+        continue;
+      }
+      uint64_t page_start = (first + k) << 12;
+      if (page_start + kFrameSize > size) {
+        // Bytes past EOF are never file data: keep them zero in the cache.
+        std::memset(pool_.Data(run[k]) + (size - page_start), 0, page_start + kFrameSize - size);
+      }
+      run[k]->SetFlags(Page::kUptodate);
+    }
+    result.Update(st);
+    i = j;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- dirty
+
+void AddressSpace::MarkDirty(Page* p) {
+  if (p->TestAndSet(Page::kDirty) & Page::kDirty) return;
+  std::lock_guard lk(state_mu_);
+  dirty_.insert(p->index);
+  cache_.counters().dirty.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool AddressSpace::TakeDirty(Page* p) {
+  if (!(p->TestAndClear(Page::kDirty) & Page::kDirty)) return false;
+  std::lock_guard lk(state_mu_);
+  dirty_.erase(p->index);
+  cache_.counters().dirty.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+void AddressSpace::Redirty(Page* p) {
+  if (p->Test(Page::kDetached)) return;  // a fork copy supersedes it
+  MarkDirty(p);
+}
+
+std::vector<uint64_t> AddressSpace::DirtyIndices(uint64_t first, uint64_t last, size_t limit) {
+  std::vector<uint64_t> out;
+  std::lock_guard lk(state_mu_);
+  for (auto it = dirty_.lower_bound(first); it != dirty_.end() && *it <= last && out.size() < limit; ++it)
+    out.push_back(*it);
+  return out;
+}
+
+size_t AddressSpace::dirty_count() const {
+  std::lock_guard lk(state_mu_);
+  return dirty_.size();
+}
+
+// ---------------------------------------------------------------- in flight
+
+PageRef AddressSpace::InFlight(uint64_t idx) {
+  std::lock_guard lk(state_mu_);
+  auto it = writeback_.find(idx);
+  if (it == writeback_.end()) return {};
+  it->second->Get();
+  return pool_.Adopt(it->second);
+}
+
+void AddressSpace::AddInFlight(uint64_t idx, Page* p) {
+  p->Get();
+  std::lock_guard lk(state_mu_);
+  writeback_.emplace(idx, p);
+}
+
+void AddressSpace::RemoveInFlight(uint64_t idx) {
+  Page* p = nullptr;
+  {
+    std::lock_guard lk(state_mu_);
+    auto it = writeback_.find(idx);
+    if (it == writeback_.end()) return;
+    p = it->second;
+    writeback_.erase(it);
+  }
+  pool_.Put(p);
+}
+
+std::vector<PageRef> AddressSpace::InFlightRange(uint64_t first, uint64_t last) {
+  std::vector<PageRef> out;
+  std::lock_guard lk(state_mu_);
+  for (auto it = writeback_.lower_bound(first); it != writeback_.end() && it->first <= last; ++it) {
+    it->second->Get();
+    out.push_back(pool_.Adopt(it->second));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- holes
+
+bool AddressSpace::IsHole(uint64_t idx) const {
+  if (idx >= device_pages_) return true;
+  return !(valid_bits_[idx / 64].load(std::memory_order_acquire) & (1ull << (idx % 64)));
+}
+
+void AddressSpace::MarkValid(uint64_t idx) {
+  if (idx < device_pages_) valid_bits_[idx / 64].fetch_or(1ull << (idx % 64), std::memory_order_acq_rel);
+}
+
+void AddressSpace::MarkHoles(uint64_t first, uint64_t end) {
+  for (uint64_t i = first; i < end && i < device_pages_; i++)
+    valid_bits_[i / 64].fetch_and(~(1ull << (i % 64)), std::memory_order_acq_rel);
+}
+
+// ---------------------------------------------------------------- errors
+
+void AddressSpace::RecordWritebackError(const Status& st) {
+  errseq_.Set(st.err() != 0 ? st.err() : EIO);
+  cache_.counters().writeback_errors.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lk(err_mu_);
+  last_error_ = st;
+}
+
+Status AddressSpace::LastWritebackError() const {
+  std::lock_guard lk(err_mu_);
+  return last_error_;
+}
+
+// ---------------------------------------------------------------- readahead
+
+uint32_t AddressSpace::ReadaheadWindow(uint64_t idx) {
+  const uint32_t max = cache_.Options().readahead_pages;
+  if (max <= 1) return 1;
+  uint64_t expected = ra_last_.load(std::memory_order_relaxed);
+  uint32_t w = 1;
+  if (idx == expected) {
+    w = std::min<uint32_t>(max, std::max<uint32_t>(4, ra_window_.load(std::memory_order_relaxed) * 2));
+  } else if (idx > 0 && FindGet(idx - 1)) {
+    w = 4;  // a sequential start: the previous page is cached
+  }
+  ra_window_.store(w, std::memory_order_relaxed);
+  ra_last_.store(idx + w, std::memory_order_relaxed);
+  return w;
+}
+
+// ---------------------------------------------------------------- teardown
+
+void AddressSpace::DropAllPages() {
+  for (uint64_t idx : index_.IndicesFrom(0)) {
+    PageRef p = FindGet(idx);
+    if (!p) continue;
+    p->Lock();
+    p->WaitWriteback();
+    TakeDirty(p.get());
+    DetachLocked(p.get());
+    p->Unlock();
+  }
+  for (PageRef& p : InFlightRange(0, UINT64_MAX)) p->WaitWriteback();
+}
+
+}  // namespace stablecache

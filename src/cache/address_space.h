@@ -1,0 +1,133 @@
+// AddressSpace: the cached state of one file (one BlockDevice stack).
+//
+// Holds the page index, dirty tracking, the pages under writeback, the file
+// size, which device pages are holes, and the errseq of writeback errors.
+//
+// Locking order: invalidate_lock (shared for Read/Write, exclusive for
+// Truncate and extension) -> page lock -> state_mu_ / index shard locks.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <span>
+#include <vector>
+
+#include "cache/errseq.h"
+#include "cache/page_index.h"
+#include "cache/page_pool.h"
+#include "stablecache/block_device.h"
+#include "stablecache/cache.h"
+
+namespace stablecache {
+
+class CacheImpl;
+
+class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
+ public:
+  AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, uint64_t initial_size,
+               StablePolicy policy);
+  ~AddressSpace();
+
+  BlockDevice& device() { return *dev_; }
+  CacheImpl& cache() { return cache_; }
+  PagePool& pool() { return pool_; }
+  StablePolicy policy() const { return policy_; }
+  uint64_t device_pages() const { return device_pages_; }
+
+  // ---- size and the invalidate lock ----
+  std::shared_mutex& invalidate_lock() { return invalidate_lock_; }
+  uint64_t size() const { return size_.load(std::memory_order_acquire); }
+  void set_size(uint64_t s) { size_.store(s, std::memory_order_release); }
+  uint64_t EofPages() const { return (size() + 4095) >> 12; }
+
+  // ---- the page index ----
+  PageRef FindGet(uint64_t idx) { return pool_.Adopt(index_.FindGet(idx)); }
+  // Returns the page at idx, creating it locked and !Uptodate if absent.
+  // `*created` tells which. Blocks to reclaim space. The page is referenced.
+  Result<PageRef> FindOrCreate(uint64_t idx, bool* created);
+  // Tries to create a locked !Uptodate page without blocking (readahead).
+  PageRef TryCreate(uint64_t idx);
+  // Fork: installs `copy` (locked, referenced by the caller) in place of
+  // `old` (locked). Marks old detached and drops the index's reference.
+  bool ReplacePage(Page* old_page, Page* copy);
+  // Removes a locked page from the index for good (truncate, teardown,
+  // failed reads). REQUIRES: not under writeback.
+  void DetachLocked(Page* p);
+  // CLOCK eviction of a clean, idle page. Called by the cache's reclaimer.
+  bool TryEvict(Page* p);
+  PageIndex& index() { return index_; }
+
+  // ---- filling pages ----
+  // Makes `run` (consecutive, locked, !Uptodate pages starting at first)
+  // uptodate from the device, or zero for holes and bytes past EOF.
+  // Unlocks nothing; on error marks pages kError.
+  Status FillLocked(std::span<Page* const> run, uint64_t first);
+
+  // ---- dirty tracking (REQUIRES page locked) ----
+  void MarkDirty(Page* p);
+  // Clears Dirty if set; returns whether it was set.
+  bool TakeDirty(Page* p);
+  // Re-dirties after a failed write (completion context, page not locked).
+  void Redirty(Page* p);
+  std::vector<uint64_t> DirtyIndices(uint64_t first, uint64_t last, size_t limit);
+  size_t dirty_count() const;
+
+  // ---- writeback in flight: at most one write per page number ----
+  // Returns the page under writeback at idx with a reference, if any.
+  PageRef InFlight(uint64_t idx);
+  void AddInFlight(uint64_t idx, Page* p);
+  void RemoveInFlight(uint64_t idx);
+  std::vector<PageRef> InFlightRange(uint64_t first, uint64_t last);
+
+  // ---- holes: device pages whose contents are not file data ----
+  bool IsHole(uint64_t idx) const;
+  void MarkValid(uint64_t idx);
+  void MarkHoles(uint64_t first, uint64_t end);
+
+  // ---- errors ----
+  void RecordWritebackError(const Status& st);
+  ErrSeq& errseq() { return errseq_; }
+  Status LastWritebackError() const;
+
+  // ---- readahead ----
+  uint32_t ReadaheadWindow(uint64_t idx);
+
+  // ---- lifetime ----
+  std::atomic<int>& open_handles() { return open_handles_; }
+  // Detaches every page (waiting for writeback). Dirty pages are dropped:
+  // the caller has synced and reported any error first.
+  void DropAllPages();
+
+ private:
+  CacheImpl& cache_;
+  PagePool& pool_;
+  std::shared_ptr<BlockDevice> dev_;
+  StablePolicy policy_;
+  uint64_t device_pages_;
+
+  std::shared_mutex invalidate_lock_;
+  std::atomic<uint64_t> size_;
+  PageIndex index_;
+
+  mutable std::mutex state_mu_;
+  std::set<uint64_t> dirty_;               // GUARDED_BY(state_mu_)
+  std::map<uint64_t, Page*> writeback_;    // GUARDED_BY(state_mu_), holds a ref
+
+  std::unique_ptr<std::atomic<uint64_t>[]> valid_bits_;
+
+  ErrSeq errseq_;
+  mutable std::mutex err_mu_;
+  Status last_error_;  // GUARDED_BY(err_mu_)
+
+  std::atomic<uint64_t> ra_last_{UINT64_MAX};
+  std::atomic<uint32_t> ra_window_{0};
+  std::atomic<int> open_handles_{0};
+};
+
+}  // namespace stablecache

@@ -1,0 +1,208 @@
+#include "cache/cache_impl.h"
+
+#include <fmt/format.h>
+
+#include "cache/file_handle.h"
+#include "writeback/flusher.h"
+
+namespace stablecache {
+
+const char* PolicyName(StablePolicy p) {
+  switch (p) {
+    case StablePolicy::kNone: return "none";
+    case StablePolicy::kWait: return "wait";
+    case StablePolicy::kBounce: return "bounce";
+    case StablePolicy::kFork: return "fork";
+    case StablePolicy::kAuto: return "auto";
+  }
+  return "?";
+}
+
+Result<StablePolicy> ParsePolicy(std::string_view name) {
+  for (auto p : {StablePolicy::kNone, StablePolicy::kWait, StablePolicy::kBounce, StablePolicy::kFork,
+                 StablePolicy::kAuto})
+    if (name == PolicyName(p)) return p;
+  return Err(Status::InvalidArgument(
+      fmt::format("unknown stable-write policy '{}' (expected none, wait, bounce, fork or auto)", name)));
+}
+
+Result<std::shared_ptr<Cache>> Cache::Create(const CacheOptions& opts) {
+  if (opts.dirty_ratio <= 0 || opts.dirty_ratio > 1 || opts.dirty_background_ratio <= 0 ||
+      opts.dirty_background_ratio > opts.dirty_ratio)
+    return Err(Status::InvalidArgument(fmt::format(
+        "dirty ratios must satisfy 0 < background ({}) <= dirty ({}) <= 1", opts.dirty_background_ratio,
+        opts.dirty_ratio)));
+  if (opts.max_bio_pages == 0) return Err(Status::InvalidArgument("max_bio_pages must be at least 1"));
+  if (opts.io_reserve_frames == 0) return Err(Status::InvalidArgument("io_reserve_frames must be at least 1"));
+  uint64_t pages = opts.capacity_bytes >> 12;
+  if (pages > (1u << 30)) return Err(Status::InvalidArgument("cache capacity above 4 TiB"));
+  auto pool = PagePool::Create(static_cast<uint32_t>(pages), opts.io_reserve_frames);
+  if (!pool) return Err(pool.error());
+  return std::shared_ptr<Cache>(std::make_shared<CacheImpl>(opts, std::move(*pool)));
+}
+
+CacheImpl::CacheImpl(const CacheOptions& opts, std::unique_ptr<PagePool> pool)
+    : opts_(opts), pool_(std::move(pool)) {
+  dirty_limit_ = std::max<uint64_t>(1, static_cast<uint64_t>(pool_->capacity() * opts_.dirty_ratio));
+  background_limit_ = static_cast<uint64_t>(pool_->capacity() * opts_.dirty_background_ratio);
+  flusher_ = std::make_unique<Flusher>(*this, opts_.flusher_threads,
+                                       std::chrono::milliseconds(opts_.writeback_interval_ms));
+}
+
+CacheImpl::~CacheImpl() {
+  flusher_.reset();
+  std::lock_guard lk(spaces_mu_);
+  for (auto& [dev, as] : spaces_) as->DropAllPages();
+  spaces_.clear();
+}
+
+Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> device, const FileOptions& fo) {
+  if (!device) return Err(Status::InvalidArgument("Open: no device"));
+  const DeviceInfo& info = device->Info();
+  if (info.logical_block_size == 0 || info.logical_block_size > kFrameSize ||
+      kFrameSize % info.logical_block_size != 0)
+    return Err(Status::NotSupported(fmt::format("device '{}' has logical block size {}; the cache needs one "
+                                                "that divides 4096",
+                                                info.name, info.logical_block_size)));
+  if (info.size_bytes < kFrameSize)
+    return Err(Status::NoSpace(fmt::format("device '{}' holds {} bytes; the cache needs at least 4096",
+                                           info.name, info.size_bytes)));
+  uint64_t usable = info.size_bytes & ~uint64_t{kFrameSize - 1};
+  if (fo.initial_size > usable)
+    return Err(Status::OutOfRange(fmt::format("initial size {} exceeds device '{}' ({} usable bytes)",
+                                              fo.initial_size, info.name, usable)));
+  StablePolicy policy = fo.policy.value_or(opts_.policy);
+  if (policy == StablePolicy::kAuto)
+    policy = device->StackRequiredStability() > Stability::kUnstable ? StablePolicy::kFork : StablePolicy::kNone;
+
+  std::shared_ptr<AddressSpace> as;
+  {
+    std::lock_guard lk(spaces_mu_);
+    auto it = spaces_.find(device.get());
+    if (it != spaces_.end()) {
+      as = it->second;
+    } else {
+      device->RegisterMemory(pool_->arena().Region());
+      as = std::make_shared<AddressSpace>(*this, device, fo.initial_size, policy);
+      spaces_.emplace(device.get(), as);
+    }
+    as->open_handles().fetch_add(1);
+  }
+  return std::unique_ptr<File>(new FileHandle(shared_from_this(), as));
+}
+
+Status CacheImpl::CloseSpace(const std::shared_ptr<AddressSpace>& as) {
+  {
+    std::lock_guard lk(spaces_mu_);
+    if (as->open_handles().fetch_sub(1) != 1) return Status::Ok();
+    spaces_.erase(&as->device());
+  }
+  as->DropAllPages();
+  return Status::Ok();
+}
+
+std::vector<std::shared_ptr<AddressSpace>> CacheImpl::Spaces() {
+  std::shared_lock lk(spaces_mu_);
+  std::vector<std::shared_ptr<AddressSpace>> out;
+  out.reserve(spaces_.size());
+  for (auto& [dev, as] : spaces_) out.push_back(as);
+  return out;
+}
+
+CacheStats CacheImpl::Stats() const {
+  CacheStats s;
+  auto& c = counters_;
+  s.capacity_pages = pool_->capacity();
+  s.cached_pages = pool_->cached();
+  s.max_cached_pages = pool_->max_cached();
+  s.dirty_pages = static_cast<uint64_t>(std::max<int64_t>(0, c.dirty.load()));
+  s.writeback_pages = static_cast<uint64_t>(std::max<int64_t>(0, c.writeback.load()));
+  s.hits = c.hits.load();
+  s.misses = c.misses.load();
+  s.readahead_pages = c.readahead_pages.load();
+  s.evictions = c.evictions.load();
+  s.pages_written = c.pages_written.load();
+  s.writeback_errors = c.writeback_errors.load();
+  s.throttle_waits = c.throttle_waits.load();
+  s.stable_waits = c.stable_waits.load();
+  s.forks = c.forks.load();
+  s.fork_copies_skipped = c.fork_copies_skipped.load();
+  s.bytes_bounced = c.bytes_bounced.load();
+  return s;
+}
+
+// ---------------------------------------------------------------- reclaim
+
+bool CacheImpl::EvictOne() {
+  std::shared_lock lk(spaces_mu_);  // keeps every owner alive while we look
+  const uint32_t n = pool_->arena().frames();
+  for (uint32_t step = 0; step < 2 * n; step++) {
+    uint32_t f;
+    {
+      std::lock_guard ck(clock_mu_);
+      f = clock_hand_;
+      clock_hand_ = (clock_hand_ + 1) % n;
+    }
+    Page* p = pool_->Descriptor(f);
+    uint64_t w = p->Load();
+    constexpr uint64_t kBusy = Page::kLocked | Page::kDirty | Page::kWriteback | Page::kDetached;
+    if (Page::Refs(w) != 1 || (w & kBusy)) continue;
+    if (w & Page::kReferenced) {
+      p->TestAndClear(Page::kReferenced);
+      continue;
+    }
+    AddressSpace* as = p->owner.load(std::memory_order_acquire);
+    if (as == nullptr) continue;
+    bool live = false;
+    for (auto& [dev, s] : spaces_) live |= s.get() == as;
+    if (live && as->TryEvict(p)) {
+      counters_.evictions.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+  }
+  return false;
+}
+
+Page* CacheImpl::TryAllocPage() {
+  if (Page* p = pool_->TryAllocPage()) return p;
+  if (EvictOne()) return pool_->TryAllocPage();
+  return nullptr;
+}
+
+Result<Page*> CacheImpl::AllocPage() {
+  for (;;) {
+    uint32_t ev = pool_->free_event().load(std::memory_order_acquire);
+    if (Page* p = pool_->TryAllocPage()) return p;
+    if (EvictOne()) continue;
+    // Nothing clean and idle: writeback has to finish first.
+    WakeFlusher();
+    if (counters_.writeback.load() > 0 || counters_.dirty.load() > 0)
+      pool_->free_event().wait(ev, std::memory_order_acquire);
+    else
+      std::this_thread::yield();  // pages held for a moment by other threads
+  }
+}
+
+// ---------------------------------------------------------------- dirty limits
+
+Status CacheImpl::BalanceDirtyPages() {
+  auto dirty = [&] { return static_cast<uint64_t>(std::max<int64_t>(0, counters_.dirty.load())); };
+  if (dirty() > background_limit_) WakeFlusher();
+  if (dirty() < dirty_limit_) return Status::Ok();
+  counters_.throttle_waits.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t errors = counters_.writeback_errors.load();
+  for (;;) {
+    uint32_t ev = pool_->free_event().load(std::memory_order_acquire);
+    if (dirty() < dirty_limit_) return Status::Ok();
+    if (counters_.writeback_errors.load() != errors)
+      return Status::IoError("dirty limit reached while writeback is failing; see Sync for the error");
+    WakeFlusher();
+    pool_->free_event().wait(ev, std::memory_order_acquire);
+  }
+}
+
+void CacheImpl::WakeFlusher() { flusher_->Wake(); }
+
+void CacheImpl::NotifyProgress() { pool_->BumpFreeEvent(); }
+
+}  // namespace stablecache

@@ -1,0 +1,80 @@
+// CacheImpl: the Cache behind the public interface. Owns the page pool, the
+// address spaces, reclaim (CLOCK over frame descriptors), dirty throttling
+// and the flusher threads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include "cache/address_space.h"
+#include "cache/page_pool.h"
+#include "stablecache/cache.h"
+
+namespace stablecache {
+
+struct CacheCounters {
+  std::atomic<uint64_t> hits{0}, misses{0}, readahead_pages{0}, evictions{0};
+  std::atomic<uint64_t> pages_written{0}, writeback_errors{0}, throttle_waits{0};
+  std::atomic<uint64_t> stable_waits{0}, forks{0}, fork_copies_skipped{0}, bytes_bounced{0};
+  std::atomic<int64_t> dirty{0}, writeback{0};
+};
+
+class Flusher;
+
+class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheImpl> {
+ public:
+  CacheImpl(const CacheOptions& opts, std::unique_ptr<PagePool> pool);
+  ~CacheImpl() override;
+
+  Result<std::unique_ptr<File>> Open(std::shared_ptr<BlockDevice> device,
+                                     const FileOptions& opts) override;
+  CacheStats Stats() const override;
+  const CacheOptions& Options() const override { return opts_; }
+
+  PagePool& pool() { return *pool_; }
+  CacheCounters& counters() { return counters_; }
+
+  // A new page: evicts clean pages and waits for writeback as needed.
+  Result<Page*> AllocPage();
+  // A new page if one is free or one clean page can be evicted now.
+  Page* TryAllocPage();
+
+  // Writers call this before dirtying: blocks while over the dirty limit.
+  Status BalanceDirtyPages();
+  void WakeFlusher();
+  // Writeback completed: wake reclaimers and throttled writers.
+  void NotifyProgress();
+
+  // Snapshot of live address spaces, for the flusher.
+  std::vector<std::shared_ptr<AddressSpace>> Spaces();
+  // Called by the last handle's Close.
+  Status CloseSpace(const std::shared_ptr<AddressSpace>& as);
+
+  uint64_t dirty_limit() const { return dirty_limit_; }
+  uint64_t background_limit() const { return background_limit_; }
+
+ private:
+  bool EvictOne();
+
+  CacheOptions opts_;
+  std::unique_ptr<PagePool> pool_;
+  CacheCounters counters_;
+  uint64_t dirty_limit_;
+  uint64_t background_limit_;
+
+  std::shared_mutex spaces_mu_;
+  std::map<BlockDevice*, std::shared_ptr<AddressSpace>> spaces_;  // GUARDED_BY(spaces_mu_)
+
+  std::mutex clock_mu_;
+  uint32_t clock_hand_ = 0;  // GUARDED_BY(clock_mu_)
+
+  std::unique_ptr<Flusher> flusher_;
+};
+
+}  // namespace stablecache

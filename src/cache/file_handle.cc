@@ -1,0 +1,147 @@
+#include "cache/file_handle.h"
+
+#include <cstring>
+#include <mutex>
+#include <shared_mutex>
+
+#include <fmt/format.h>
+
+#include "writeback/writeback.h"
+
+namespace stablecache {
+
+FileHandle::FileHandle(std::shared_ptr<CacheImpl> cache, std::shared_ptr<AddressSpace> as)
+    : cache_(std::move(cache)), as_(std::move(as)), errseq_since_(as_->errseq().Sample()) {}
+
+FileHandle::~FileHandle() {
+  if (!closing_.load()) (void)Close();
+}
+
+Status FileHandle::CheckOpen(const char* op) const {
+  if (closed_.load(std::memory_order_acquire))
+    return Status::Closed(fmt::format("{} on a closed file ({})", op, as_->device().Info().name));
+  return Status::Ok();
+}
+
+Status FileHandle::CheckRange(const char* op, uint64_t offset, uint64_t len) const {
+  SC_RETURN_IF_ERROR(CheckOpen(op));
+  if (len > UINT64_MAX - offset)
+    return Status::InvalidArgument(fmt::format("{}: offset {} + length {} overflows", op, offset, len));
+  return Status::Ok();
+}
+
+Result<size_t> FileHandle::Read(uint64_t offset, std::span<std::byte> buf) {
+  if (Status st = CheckRange("read", offset, buf.size()); !st.ok()) return Err(st);
+  AddressSpace& as = *as_;
+  PagePool& pool = as.pool();
+  std::shared_lock il(as.invalidate_lock());
+  const uint64_t size = as.size();
+  if (offset >= size) return 0;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - offset));
+  size_t done = 0;
+  while (done < n) {
+    uint64_t pos = offset + done;
+    uint64_t idx = pos >> 12;
+    size_t in_page = pos & (kFrameSize - 1);
+    size_t chunk = std::min<size_t>(kFrameSize - in_page, n - done);
+    auto page = GetUptodatePage(as, idx);
+    if (!page) return Err(page.error());
+    Page* p = page->get();
+    std::memcpy(buf.data() + done, pool.Data(p) + in_page, chunk);
+    if (!(p->Load() & Page::kReferenced)) p->SetFlags(Page::kReferenced);
+    done += chunk;
+  }
+  return n;
+}
+
+Result<size_t> FileHandle::Write(uint64_t offset, std::span<const std::byte> data) {
+  if (Status st = CheckRange("write", offset, data.size()); !st.ok()) return Err(st);
+  if (data.empty()) return 0;
+  AddressSpace& as = *as_;
+  const uint64_t end = offset + data.size();
+  const uint64_t limit = as.device_pages() << 12;
+  if (end > limit)
+    return Err(Status::NoSpace(fmt::format("write of {} bytes at offset {} ends past the end of device '{}' "
+                                           "({} bytes)",
+                                           data.size(), offset, as.device().Info().name, limit)));
+  if (Status st = cache_->BalanceDirtyPages(); !st.ok()) return Err(st);
+  {
+    std::shared_lock il(as.invalidate_lock());
+    if (end <= as.size()) {
+      if (Status st = WritePagesLocked(as, offset, data); !st.ok()) return Err(st);
+      return data.size();
+    }
+  }
+  // Extending: exclusive, so a racing truncate cannot strand pages past EOF.
+  std::unique_lock il(as.invalidate_lock());
+  if (end > as.size()) {
+    if (Status st = ExtendLocked(as, end); !st.ok()) return Err(st);
+  }
+  if (Status st = WritePagesLocked(as, offset, data); !st.ok()) return Err(st);
+  return data.size();
+}
+
+Status FileHandle::ReportErrors() {
+  uint32_t since = errseq_since_.load();
+  int err = as_->errseq().CheckAndAdvance(&since);
+  errseq_since_.store(since);
+  if (err == 0) return Status::Ok();
+  return Status::IoError(fmt::format("writeback to '{}' failed: {}", as_->device().Info().name,
+                                     as_->LastWritebackError().ToString()),
+                         err);
+}
+
+Status FileHandle::Sync() {
+  SC_RETURN_IF_ERROR(CheckOpen("sync"));
+  WritebackRange(*as_, 0, UINT64_MAX, WritebackMode::kSync);
+  WaitWritebackRange(*as_, 0, UINT64_MAX);
+  Status flush = FlushSync(as_->device());
+  Status st = ReportErrors();
+  st.Update(flush);
+  return st;
+}
+
+Status FileHandle::SyncRange(uint64_t offset, uint64_t len, unsigned flags) {
+  SC_RETURN_IF_ERROR(CheckRange("sync_range", offset, len));
+  if (flags & ~unsigned{kSyncWaitBefore | kSyncWrite | kSyncWaitAfter})
+    return Status::InvalidArgument(fmt::format("sync_range: unknown flags {:#x}", flags));
+  uint64_t first = offset >> 12;
+  uint64_t last = len == 0 ? UINT64_MAX : (offset + len - 1) >> 12;
+  if (flags & kSyncWaitBefore) WaitWritebackRange(*as_, first, last);
+  if (flags & kSyncWrite)
+    WritebackRange(*as_, first, last, (flags & kSyncWaitAfter) ? WritebackMode::kSync : WritebackMode::kBackground);
+  if (flags & kSyncWaitAfter) {
+    WaitWritebackRange(*as_, first, last);
+    return ReportErrors();
+  }
+  return Status::Ok();
+}
+
+Status FileHandle::Truncate(uint64_t size) {
+  SC_RETURN_IF_ERROR(CheckOpen("truncate"));
+  AddressSpace& as = *as_;
+  uint64_t limit = as.device_pages() << 12;
+  if (size > limit)
+    return Status::OutOfRange(
+        fmt::format("truncate to {} bytes exceeds device '{}' ({} bytes)", size, as.device().Info().name, limit));
+  std::unique_lock il(as.invalidate_lock());
+  if (size < as.size()) return TruncateLocked(as, size);
+  if (size > as.size()) return ExtendLocked(as, size);
+  return Status::Ok();
+}
+
+Result<uint64_t> FileHandle::Size() const {
+  if (Status st = CheckOpen("size"); !st.ok()) return Err(st);
+  return as_->size();
+}
+
+Status FileHandle::Close() {
+  if (closing_.exchange(true))
+    return Status::Closed(fmt::format("close of an already closed file ({})", as_->device().Info().name));
+  Status st = Sync();
+  closed_.store(true, std::memory_order_release);
+  st.Update(cache_->CloseSpace(as_));
+  return st;
+}
+
+}  // namespace stablecache

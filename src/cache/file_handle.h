@@ -1,0 +1,48 @@
+// FileHandle: the File interface over one AddressSpace. Each handle keeps
+// its own errseq sample, so each sees a writeback error once.
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "cache/address_space.h"
+#include "cache/cache_impl.h"
+#include "stablecache/cache.h"
+
+namespace stablecache {
+
+class FileHandle final : public File {
+ public:
+  FileHandle(std::shared_ptr<CacheImpl> cache, std::shared_ptr<AddressSpace> as);
+  ~FileHandle() override;
+
+  Result<size_t> Read(uint64_t offset, std::span<std::byte> buf) override;
+  Result<size_t> Write(uint64_t offset, std::span<const std::byte> data) override;
+  Status Sync() override;
+  Status SyncRange(uint64_t offset, uint64_t len, unsigned flags) override;
+  Status Truncate(uint64_t size) override;
+  Result<uint64_t> Size() const override;
+  Status Close() override;
+  StablePolicy EffectivePolicy() const override { return as_->policy(); }
+
+ private:
+  Status CheckOpen(const char* op) const;
+  Status CheckRange(const char* op, uint64_t offset, uint64_t len) const;
+  Status ReportErrors();
+
+  std::shared_ptr<CacheImpl> cache_;
+  std::shared_ptr<AddressSpace> as_;
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<uint32_t> errseq_since_;
+};
+
+// The page-level paths, shared by File operations and truncate.
+// REQUIRES: invalidate lock held (shared, or exclusive when extending).
+Result<PageRef> GetUptodatePage(AddressSpace& as, uint64_t idx);
+Status WritePagesLocked(AddressSpace& as, uint64_t offset, std::span<const std::byte> data);
+// REQUIRES: invalidate lock held exclusive.
+Status TruncateLocked(AddressSpace& as, uint64_t new_size);
+Status ExtendLocked(AddressSpace& as, uint64_t new_size);
+
+}  // namespace stablecache

@@ -1,0 +1,85 @@
+#include "cache/page_pool.h"
+
+#include <cassert>
+
+namespace stablecache {
+
+void PageRef::Reset() noexcept {
+  if (page_ != nullptr) pool_->Put(page_);
+  page_ = nullptr;
+}
+
+Result<std::unique_ptr<PagePool>> PagePool::Create(uint32_t capacity, uint32_t io_reserve) {
+  if (capacity < 16) return Err(Status::InvalidArgument("cache capacity must be at least 16 pages (64 KiB)"));
+  auto arena = FrameArena::Create(capacity + io_reserve);
+  if (!arena) return Err(arena.error());
+  return std::unique_ptr<PagePool>(new PagePool(std::move(*arena), capacity, io_reserve));
+}
+
+PagePool::PagePool(std::unique_ptr<FrameArena> arena, uint32_t capacity, uint32_t io_reserve)
+    : arena_(std::move(arena)),
+      pages_(new Page[arena_->frames()]),
+      capacity_(capacity),
+      io_reserve_(io_reserve) {
+  for (uint32_t i = 0; i < arena_->frames(); i++) pages_[i].frame = i;
+}
+
+Page* PagePool::TryAllocPage() {
+  uint32_t n = cached_.fetch_add(1, std::memory_order_acq_rel);
+  if (n >= capacity_) {
+    cached_.fetch_sub(1, std::memory_order_acq_rel);
+    return nullptr;
+  }
+  uint32_t hw = max_cached_.load(std::memory_order_relaxed);
+  while (n + 1 > hw && !max_cached_.compare_exchange_weak(hw, n + 1)) {
+  }
+  uint32_t f = arena_->Allocate();
+  assert(f != kNoFrame && "quota accounting guarantees a frame");
+  Page* p = &pages_[f];
+  p->owner.store(nullptr, std::memory_order_relaxed);
+  p->index = 0;
+  p->word.store(Page::kRefOne, std::memory_order_release);
+  return p;
+}
+
+void PagePool::Put(Page* p) {
+  if (!p->PutTestZero()) return;
+  p->owner.store(nullptr, std::memory_order_relaxed);
+  p->word.store(0, std::memory_order_release);
+  arena_->Free(p->frame);
+  cached_.fetch_sub(1, std::memory_order_acq_rel);
+  BumpFreeEvent();
+}
+
+uint32_t PagePool::TryAllocIoFrame() {
+  uint32_t n = io_in_use_.fetch_add(1, std::memory_order_acq_rel);
+  if (n >= io_reserve_) {
+    io_in_use_.fetch_sub(1, std::memory_order_acq_rel);
+    return kNoFrame;
+  }
+  uint32_t f = arena_->Allocate();
+  assert(f != kNoFrame && "quota accounting guarantees a frame");
+  return f;
+}
+
+uint32_t PagePool::AllocIoFrame() {
+  for (;;) {
+    uint32_t ev = free_event_.load(std::memory_order_acquire);
+    uint32_t f = TryAllocIoFrame();
+    if (f != kNoFrame) return f;
+    free_event_.wait(ev, std::memory_order_acquire);
+  }
+}
+
+void PagePool::FreeIoFrame(uint32_t frame) {
+  arena_->Free(frame);
+  io_in_use_.fetch_sub(1, std::memory_order_acq_rel);
+  BumpFreeEvent();
+}
+
+void PagePool::BumpFreeEvent() {
+  free_event_.fetch_add(1, std::memory_order_acq_rel);
+  free_event_.notify_all();
+}
+
+}  // namespace stablecache

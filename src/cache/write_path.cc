@@ -1,0 +1,160 @@
+// The write side of the page cache: the stable-write policies, extension and
+// truncation.
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cache/file_handle.h"
+#include "writeback/writeback.h"
+
+namespace stablecache {
+
+namespace {
+
+// Returns the page at idx, locked, referenced and attached to the index.
+// It is uptodate unless `full` (the caller overwrites all of it).
+Result<PageRef> LockPageForWrite(AddressSpace& as, uint64_t idx, bool full) {
+  for (;;) {
+    bool created = false;
+    auto r = as.FindOrCreate(idx, &created);
+    if (!r) return Err(r.error());
+    PageRef p = std::move(*r);
+    if (!created) {
+      p->Lock();
+      if (p->Test(Page::kDetached)) {
+        p->Unlock();
+        continue;
+      }
+    }
+    if (!full && !p->Test(Page::kUptodate)) {
+      Page* run[1] = {p.get()};
+      Status st = as.FillLocked(run, idx);
+      if (!st.ok()) {
+        as.DetachLocked(p.get());
+        p->Unlock();
+        return Err(st);
+      }
+    }
+    return p;
+  }
+}
+
+// Fork: give the writer a copy; the old frame stays with the I/O and is
+// freed when its last reference (the bio's) goes. Returns an empty ref when
+// no frame is free right now (the caller waits instead).
+PageRef ForkPage(AddressSpace& as, Page* old_page, bool full) {
+  CacheImpl& cache = as.cache();
+  Page* copy = cache.TryAllocPage();
+  if (copy == nullptr) return {};
+  // The copy is published locked; a full overwrite publishes it !Uptodate so
+  // that lock-free readers wait for our bytes instead of reading garbage.
+  copy->word.store(Page::kLocked | 2 * Page::kRefOne | (full ? 0 : Page::kUptodate), std::memory_order_release);
+  if (full) {
+    cache.counters().fork_copies_skipped.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    std::memcpy(as.pool().Data(copy), as.pool().Data(old_page), kFrameSize);
+  }
+  // A failed write may have re-dirtied the old page; the copy carries it now.
+  as.TakeDirty(old_page);
+  bool replaced = as.ReplacePage(old_page, copy);
+  (void)replaced;  // we hold the old page's lock and it is attached
+  cache.counters().forks.fetch_add(1, std::memory_order_relaxed);
+  return as.pool().Adopt(copy);
+}
+
+// Applies the stable-write policy to a locked page before the writer stores
+// into it. Returns the page to write (the same one, or a fork copy).
+PageRef StableWritePrepare(AddressSpace& as, PageRef p, bool full) {
+  uint64_t w = p->Load();
+  if (!(w & Page::kWriteback)) return p;
+  auto& c = as.cache().counters();
+  switch (as.policy()) {
+    case StablePolicy::kNone:
+    case StablePolicy::kBounce:
+    case StablePolicy::kAuto:  // resolved at open; never seen here
+      return p;
+    case StablePolicy::kFork:
+      if (Page::Pins(w) == 0) {
+        if (PageRef copy = ForkPage(as, p.get(), full)) {
+          p->Unlock();
+          return copy;
+        }
+      }
+      [[fallthrough]];  // pinned by someone outside the cache, or no frame
+    case StablePolicy::kWait:
+      c.stable_waits.fetch_add(1, std::memory_order_relaxed);
+      p->WaitWriteback();
+      return p;
+  }
+  return p;
+}
+
+}  // namespace
+
+Status WritePagesLocked(AddressSpace& as, uint64_t offset, std::span<const std::byte> data) {
+  PagePool& pool = as.pool();
+  size_t done = 0;
+  while (done < data.size()) {
+    uint64_t pos = offset + done;
+    uint64_t idx = pos >> 12;
+    size_t in_page = pos & (kFrameSize - 1);
+    size_t chunk = std::min<size_t>(kFrameSize - in_page, data.size() - done);
+    bool full = chunk == kFrameSize;
+    auto locked = LockPageForWrite(as, idx, full);
+    if (!locked) return locked.error();
+    PageRef p = StableWritePrepare(as, std::move(*locked), full);
+    std::memcpy(pool.Data(p.get()) + in_page, data.data() + done, chunk);
+    p->SetFlags(Page::kUptodate | Page::kReferenced);
+    as.MarkDirty(p.get());
+    p->Unlock();
+    done += chunk;
+  }
+  return Status::Ok();
+}
+
+Status ExtendLocked(AddressSpace& as, uint64_t new_size) {
+  const uint64_t old = as.size();
+  // Bytes past the old EOF must read as zero. A cached page already holds
+  // zeros there; an uncached one may have stale bytes on the device, so we
+  // bring it in (the fill zeroes past EOF) and dirty it.
+  if ((old & (kFrameSize - 1)) != 0) {
+    uint64_t idx = old >> 12;
+    PageRef p = as.FindGet(idx);
+    if (!p || !p->Test(Page::kUptodate)) {
+      p.Reset();
+      static const std::byte kZeros[kFrameSize] = {};
+      SC_RETURN_IF_ERROR(WritePagesLocked(as, old, {kZeros, kFrameSize - (old & (kFrameSize - 1))}));
+    }
+  }
+  as.set_size(new_size);
+  return Status::Ok();
+}
+
+Status TruncateLocked(AddressSpace& as, uint64_t new_size) {
+  const uint64_t old_pages = as.EofPages();
+  as.set_size(new_size);
+  // 1. The partial last page: zero its tail, in the cache and on the device.
+  if ((new_size & (kFrameSize - 1)) != 0) {
+    static const std::byte kZeros[kFrameSize] = {};
+    SC_RETURN_IF_ERROR(WritePagesLocked(as, new_size, {kZeros, kFrameSize - (new_size & (kFrameSize - 1))}));
+  }
+  // 2. Whole pages past EOF leave the cache, dirty or not.
+  const uint64_t first = as.EofPages();
+  for (uint64_t idx : as.index().IndicesFrom(first)) {
+    PageRef p = as.FindGet(idx);
+    if (!p) continue;
+    p->Lock();
+    p->WaitWriteback();
+    as.TakeDirty(p.get());
+    as.DetachLocked(p.get());
+    p->Unlock();
+  }
+  // 3. Forked copies still under I/O there must land before the hole does.
+  WaitWritebackRange(as, first, UINT64_MAX);
+  // 4. Their device blocks are no longer file data.
+  as.MarkHoles(first, std::max(old_pages, first));
+  return Status::Ok();
+}
+
+}  // namespace stablecache

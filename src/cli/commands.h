@@ -1,0 +1,11 @@
+// The stablecache command line: one function per subcommand.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace stablecache::cli {
+
+// Registers `demo`; the callback stores the exit code.
+void AddDemoCommand(CLI::App& app, int& exit_code);
+
+}  // namespace stablecache::cli

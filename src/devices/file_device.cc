@@ -1,0 +1,236 @@
+#include "devices/file_device.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace stablecache {
+
+namespace {
+constexpr uint64_t kStopToken = 1;
+constexpr uint64_t kDirectAlign = 4096;
+
+bool Aligned(uint64_t v) { return v % kDirectAlign == 0; }
+}  // namespace
+
+// One SQE's worth of a bio.
+struct FileDevice::Op {
+  Request* req;
+  uint64_t offset;
+  std::vector<iovec> iov;
+  bool fixed;
+};
+
+struct FileDevice::Request {
+  BioPtr bio;
+  int fd;
+  std::vector<Op> ops;
+  std::atomic<size_t> remaining{0};
+  std::mutex mu;
+  Status status;  // GUARDED_BY(mu)
+};
+
+Result<std::shared_ptr<FileDevice>> FileDevice::Open(const FileDeviceOptions& opts) {
+  if (opts.path.empty()) return Err(Status::InvalidArgument("file device: empty path"));
+  std::shared_ptr<FileDevice> dev(new FileDevice());
+  dev->path_ = opts.path;
+  int flags = O_RDWR | O_CLOEXEC | (opts.create ? O_CREAT : 0);
+  dev->buffered_fd_ = open(opts.path.c_str(), flags, 0644);
+  if (dev->buffered_fd_ < 0) return Err(Status::FromErrno(errno, fmt::format("open '{}'", opts.path)));
+  struct stat st {};
+  if (fstat(dev->buffered_fd_, &st) != 0) return Err(Status::FromErrno(errno, fmt::format("stat '{}'", opts.path)));
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (S_ISBLK(st.st_mode)) {
+    if (ioctl(dev->buffered_fd_, BLKGETSIZE64, &size) != 0)
+      return Err(Status::FromErrno(errno, fmt::format("BLKGETSIZE64 '{}'", opts.path)));
+  } else if (opts.size_bytes > size) {
+    if (ftruncate(dev->buffered_fd_, static_cast<off_t>(opts.size_bytes)) != 0)
+      return Err(Status::FromErrno(errno, fmt::format("grow '{}' to {} bytes", opts.path, opts.size_bytes)));
+    size = opts.size_bytes;
+  }
+  if (opts.size_bytes != 0 && opts.size_bytes < size) size = opts.size_bytes;
+  size &= ~uint64_t{4095};
+  if (size == 0)
+    return Err(Status::NoSpace(fmt::format("file device '{}' is smaller than one 4096-byte block; give a size",
+                                           opts.path)));
+  if (opts.direct != DirectMode::kOff) {
+    dev->direct_fd_ = open(opts.path.c_str(), O_RDWR | O_CLOEXEC | O_DIRECT);
+    if (dev->direct_fd_ < 0 && opts.direct == DirectMode::kOn)
+      return Err(Status::FromErrno(errno, fmt::format("open '{}' with O_DIRECT", opts.path)));
+  }
+  int rc = io_uring_queue_init(opts.queue_depth, &dev->ring_, 0);
+  if (rc < 0) return Err(Status::FromErrno(-rc, "io_uring_queue_init"));
+  dev->info_.name = fmt::format("file:{}", opts.path);
+  dev->info_.size_bytes = size;
+  dev->info_.logical_block_size = 512;
+  dev->reaper_ = std::thread([d = dev.get()] { d->Reap(); });
+  return dev;
+}
+
+FileDevice::~FileDevice() {
+  if (reaper_.joinable()) {
+    {
+      std::lock_guard lk(sq_mu_);
+      io_uring_sqe* sqe;
+      while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) io_uring_submit(&ring_);
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, kStopToken);
+      io_uring_submit(&ring_);
+    }
+    reaper_.join();
+    io_uring_queue_exit(&ring_);
+  }
+  if (direct_fd_ >= 0) close(direct_fd_);
+  if (buffered_fd_ >= 0) close(buffered_fd_);
+}
+
+void FileDevice::RegisterMemory(std::span<std::byte> region) {
+  std::lock_guard lk(sq_mu_);
+  if (registered_.load() || region.size() > (1ull << 30)) return;
+  iovec iov{region.data(), region.size()};
+  if (io_uring_register_buffers(&ring_, &iov, 1) == 0) {
+    reg_base_ = region.data();
+    reg_len_ = region.size();
+    registered_.store(true);
+  }
+}
+
+void FileDevice::Submit(BioPtr bio) {
+  if (Status st = CheckBio(*this, *bio); !st.ok()) {
+    counters_.errors.fetch_add(1);
+    Bio::Complete(std::move(bio), st);
+    return;
+  }
+  counters_.CountBio(*bio);
+  auto* req = new Request();
+  Bio& b = *bio;
+  req->bio = std::move(bio);
+  std::lock_guard lk(sq_mu_);
+  if (b.op == BioOp::kFlush) {
+    req->fd = buffered_fd_;
+    req->ops.push_back(Op{req, 0, {}, false});
+  } else {
+    bool direct_ok = direct_fd_ >= 0 && Aligned(b.offset);
+    bool all_registered = registered_.load();
+    for (const auto& s : b.segments) {
+      direct_ok &= Aligned(reinterpret_cast<uintptr_t>(s.data)) && Aligned(s.len);
+      all_registered &= s.data >= reg_base_ && s.data + s.len <= reg_base_ + reg_len_;
+    }
+    req->fd = direct_ok ? direct_fd_ : buffered_fd_;
+    if (all_registered) {
+      uint64_t off = b.offset;
+      for (const auto& s : b.segments) {
+        req->ops.push_back(Op{req, off, {iovec{s.data, s.len}}, true});
+        off += s.len;
+      }
+    } else {
+      Op op{req, b.offset, {}, false};
+      for (const auto& s : b.segments) op.iov.push_back(iovec{s.data, s.len});
+      req->ops.push_back(std::move(op));
+    }
+  }
+  EnqueueLocked(req);
+}
+
+void FileDevice::EnqueueLocked(Request* req) {
+  req->remaining.store(req->ops.size());
+  const BioOp kind = req->bio->op;
+  for (Op& op : req->ops) {
+    io_uring_sqe* sqe;
+    while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) io_uring_submit(&ring_);  // back-pressure
+    if (kind == BioOp::kFlush) {
+      io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
+    } else if (op.fixed) {
+      auto* base = op.iov[0].iov_base;
+      auto len = static_cast<unsigned>(op.iov[0].iov_len);
+      if (kind == BioOp::kWrite)
+        io_uring_prep_write_fixed(sqe, req->fd, base, len, op.offset, 0);
+      else
+        io_uring_prep_read_fixed(sqe, req->fd, base, len, op.offset, 0);
+    } else if (kind == BioOp::kWrite) {
+      io_uring_prep_writev(sqe, req->fd, op.iov.data(), static_cast<unsigned>(op.iov.size()), op.offset);
+    } else {
+      io_uring_prep_readv(sqe, req->fd, op.iov.data(), static_cast<unsigned>(op.iov.size()), op.offset);
+    }
+    io_uring_sqe_set_data(sqe, &op);
+  }
+  io_uring_submit(&ring_);
+}
+
+void FileDevice::Reap() {
+  for (;;) {
+    io_uring_cqe* cqe = nullptr;
+    int rc = io_uring_wait_cqe(&ring_, &cqe);
+    if (rc == -EINTR) continue;
+    if (rc < 0) return;
+    uint64_t data = io_uring_cqe_get_data64(cqe);
+    int res = cqe->res;
+    io_uring_cqe_seen(&ring_, cqe);
+    if (data == kStopToken) return;
+    FinishOp(reinterpret_cast<Op*>(data), res);
+  }
+}
+
+void FileDevice::FinishOp(Op* op, int res) {
+  Request* req = op->req;
+  const BioOp kind = req->bio->op;
+  Status st;
+  if (res < 0) {
+    st = Status::FromErrno(-res, fmt::format("{} {} at offset {}", kind == BioOp::kWrite ? "write" : kind == BioOp::kRead ? "read" : "fdatasync", path_, op->offset));
+  } else if (kind != BioOp::kFlush) {
+    // Finish a short transfer synchronously (rare: signals, EOF of a file).
+    uint64_t want = 0;
+    for (auto& v : op->iov) want += v.iov_len;
+    uint64_t done = static_cast<uint64_t>(res);
+    while (done < want && st.ok()) {
+      std::vector<iovec> rest;
+      uint64_t skip = done;
+      for (auto& v : op->iov) {
+        if (skip >= v.iov_len) {
+          skip -= v.iov_len;
+          continue;
+        }
+        rest.push_back(iovec{static_cast<char*>(v.iov_base) + skip, v.iov_len - skip});
+        skip = 0;
+      }
+      ssize_t n = kind == BioOp::kWrite
+                      ? pwritev(buffered_fd_, rest.data(), static_cast<int>(rest.size()), static_cast<off_t>(op->offset + done))
+                      : preadv(buffered_fd_, rest.data(), static_cast<int>(rest.size()), static_cast<off_t>(op->offset + done));
+      if (n < 0) {
+        st = Status::FromErrno(errno, fmt::format("finishing short I/O on {} at offset {}", path_, op->offset + done));
+      } else if (n == 0) {
+        if (kind == BioOp::kRead) {  // past the end of a host file: zeros
+          for (auto& v : rest) std::memset(v.iov_base, 0, v.iov_len);
+          done = want;
+        } else {
+          st = Status::NoSpace(fmt::format("write to {} at offset {} made no progress", path_, op->offset + done));
+        }
+      } else {
+        done += static_cast<uint64_t>(n);
+      }
+    }
+  }
+  if (!st.ok()) {
+    counters_.errors.fetch_add(1);
+    std::lock_guard lk(req->mu);
+    req->status.Update(st);
+  }
+  if (req->remaining.fetch_sub(1) != 1) return;
+  std::unique_ptr<Request> owned(req);
+  Status final_status;
+  {
+    std::lock_guard lk(req->mu);
+    final_status = req->status;
+  }
+  Bio::Complete(std::move(req->bio), final_status);
+}
+
+}  // namespace stablecache
