@@ -174,6 +174,8 @@ std::string KnownNames() {
 }
 
 Result<std::shared_ptr<BlockDevice>> Build(const Ctx& c, const StackSpec& stack) {
+  for (size_t i = 0; i + 1 < stack.size(); i++)
+    if (Leaves().count(stack[i].name)) return c.Fail(stack[i], "a leaf device must be the last layer of a stack");
   const LayerSpec& bottom = stack.back();
   std::shared_ptr<BlockDevice> dev;
   if (auto it = Leaves().find(bottom.name); it != Leaves().end()) {

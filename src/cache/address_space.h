@@ -89,6 +89,9 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   bool IsHole(uint64_t idx) const;
   void MarkValid(uint64_t idx);
   void MarkHoles(uint64_t first, uint64_t end);
+  // Holes inside EOF are zero in memory only; an extension sets this so the
+  // next Sync writes them out as zero pages (see MaterializeHoles).
+  std::atomic<bool>& holes_exposed() { return holes_exposed_; }
 
   // ---- errors ----
   void RecordWritebackError(const Status& st);
@@ -120,6 +123,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   std::map<uint64_t, Page*> writeback_;    // GUARDED_BY(state_mu_), holds a ref
 
   std::unique_ptr<std::atomic<uint64_t>[]> valid_bits_;
+  std::atomic<bool> holes_exposed_{false};
 
   ErrSeq errseq_;
   mutable std::mutex err_mu_;

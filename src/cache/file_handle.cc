@@ -93,6 +93,10 @@ Status FileHandle::ReportErrors() {
 
 Status FileHandle::Sync() {
   SC_RETURN_IF_ERROR(CheckOpen("sync"));
+  {
+    std::shared_lock il(as_->invalidate_lock());
+    SC_RETURN_IF_ERROR(MaterializeHoles(*as_));
+  }
   WritebackRange(*as_, 0, UINT64_MAX, WritebackMode::kSync);
   WaitWritebackRange(*as_, 0, UINT64_MAX);
   Status flush = FlushSync(as_->device());

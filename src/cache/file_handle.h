@@ -44,5 +44,8 @@ Status WritePagesLocked(AddressSpace& as, uint64_t offset, std::span<const std::
 // REQUIRES: invalidate lock held exclusive.
 Status TruncateLocked(AddressSpace& as, uint64_t new_size);
 Status ExtendLocked(AddressSpace& as, uint64_t new_size);
+// Writes every hole inside EOF out as a zero page, through the cache, so the
+// device matches what readers saw. REQUIRES: invalidate lock held shared.
+Status MaterializeHoles(AddressSpace& as);
 
 }  // namespace stablecache

@@ -127,7 +127,31 @@ Status ExtendLocked(AddressSpace& as, uint64_t new_size) {
       SC_RETURN_IF_ERROR(WritePagesLocked(as, old, {kZeros, kFrameSize - (old & (kFrameSize - 1))}));
     }
   }
+  if (((new_size + kFrameSize - 1) >> 12) > as.EofPages()) as.holes_exposed().store(true);
   as.set_size(new_size);
+  return Status::Ok();
+}
+
+Status MaterializeHoles(AddressSpace& as) {
+  if (!as.holes_exposed().exchange(false)) return Status::Ok();
+  const uint64_t eof = as.EofPages();
+  size_t batch = 0;
+  for (uint64_t idx = 0; idx < eof; idx++) {
+    if (!as.IsHole(idx)) continue;
+    // The fill of a hole is zeros; a cached page keeps its bytes. Either
+    // way the page goes out dirty. The valid bit changes only under the
+    // page lock (writeback), so the re-check below is exact.
+    auto p = LockPageForWrite(as, idx, false);
+    if (!p) return p.error();
+    if (as.IsHole(idx)) {
+      (*p)->SetFlags(Page::kUptodate);
+      as.MarkDirty(p->get());
+    }
+    (*p)->Unlock();
+    if (++batch % as.cache().Options().max_bio_pages == 0) {
+      SC_RETURN_IF_ERROR(as.cache().BalanceDirtyPages());
+    }
+  }
   return Status::Ok();
 }
 

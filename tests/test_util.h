@@ -1,0 +1,42 @@
+// Helpers shared by the tests: temporary files and byte patterns.
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstddef>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace stablecache::testing {
+
+class TempFile {
+ public:
+  explicit TempFile(const char* tag = "t") {
+    static std::atomic<int> n{0};
+    path_ = (std::filesystem::temp_directory_path() / fmt::format("stablecache-{}-{}-{}", tag, getpid(), n++)).string();
+  }
+  ~TempFile() { std::filesystem::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+inline std::vector<std::byte> Pattern(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x = x * 1664525u + 1013904223u;
+    b = std::byte(x >> 24);
+  }
+  return v;
+}
+
+inline std::span<const std::byte> AsBytes(const std::string& s) { return std::as_bytes(std::span(s)); }
+
+}  // namespace stablecache::testing
