@@ -15,7 +15,8 @@ AddressSpace::AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, u
       dev_(std::move(dev)),
       policy_(policy),
       device_pages_(dev_->Info().size_bytes >> 12),
-      size_(initial_size) {
+      size_(initial_size),
+      index_(cache.pool(), device_pages_) {
   size_t words = (device_pages_ + 63) / 64;
   valid_bits_ = std::make_unique<std::atomic<uint64_t>[]>(words);
   for (size_t i = 0; i < words; i++) valid_bits_[i].store(0, std::memory_order_relaxed);

@@ -116,7 +116,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
 
   std::shared_mutex invalidate_lock_;
   std::atomic<uint64_t> size_;
-  PageIndex index_;
+  PageIndex index_;  // after pool_ and device_pages_: built from them
 
   mutable std::mutex state_mu_;
   std::set<uint64_t> dirty_;               // GUARDED_BY(state_mu_)
