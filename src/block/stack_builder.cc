@@ -7,7 +7,10 @@
 #include <fmt/format.h>
 
 #include "block/stack_spec.h"
+#include "devices/delay_device.h"
 #include "devices/fault_device.h"
+#include "devices/integrity_device.h"
+#include "devices/verify_device.h"
 #include "devices/file_device.h"
 #include "devices/memory_device.h"
 #include "stablecache/stack.h"
@@ -153,6 +156,47 @@ Result<std::shared_ptr<BlockDevice>> BuildFault(const Ctx& c, const LayerSpec& l
   return std::shared_ptr<BlockDevice>(dev);
 }
 
+Result<std::shared_ptr<BlockDevice>> BuildVerify(const Ctx& c, const LayerSpec& l, std::shared_ptr<BlockDevice> lower) {
+  auto o = TakeOptions(c, l, {});
+  if (!o) return Err(o.error());
+  return std::shared_ptr<BlockDevice>(std::make_shared<VerifyDevice>(std::move(lower)));
+}
+
+Result<std::shared_ptr<BlockDevice>> BuildDelay(const Ctx& c, const LayerSpec& l, std::shared_ptr<BlockDevice> lower) {
+  auto o = TakeOptions(c, l, {"us"});
+  if (!o) return Err(o.error());
+  auto us = UintOption(c, l, *o, "us", 100);
+  if (!us) return Err(us.error());
+  return std::shared_ptr<BlockDevice>(std::make_shared<DelayDevice>(std::move(lower), std::chrono::microseconds(*us)));
+}
+
+Result<Stability> ParseStability(const Ctx& c, const LayerSpec& l, const std::string& v) {
+  if (v == "unstable") return Stability::kUnstable;
+  if (v == "declared" || v == "declared-stable") return Stability::kDeclaredStable;
+  if (v == "stable") return Stability::kStable;
+  return c.Fail(l, fmt::format("require must be unstable, declared or stable, not '{}'", v));
+}
+
+Result<std::shared_ptr<BlockDevice>> BuildIntegrity(const Ctx& c, const LayerSpec& l,
+                                                    std::shared_ptr<BlockDevice> lower) {
+  auto o = TakeOptions(c, l, {"guard", "require"});
+  if (!o) return Err(o.error());
+  IntegrityOptions io;
+  if (auto it = o->find("guard"); it != o->end()) {
+    if (it->second == "crc16" || it->second == "t10dif") io.guard = GuardType::kCrc16T10Dif;
+    else if (it->second == "crc32c") io.guard = GuardType::kCrc32c;
+    else return c.Fail(l, fmt::format("guard must be crc16 or crc32c, not '{}'", it->second));
+  }
+  if (auto it = o->find("require"); it != o->end()) {
+    auto s = ParseStability(c, l, it->second);
+    if (!s) return Err(s.error());
+    io.required = *s;
+  }
+  auto dev = IntegrityDevice::Create(std::move(lower), io);
+  if (!dev) return c.Fail(l, dev.error().message());
+  return std::shared_ptr<BlockDevice>(*dev);
+}
+
 using LeafBuilder = std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&)>;
 using LayerBuilder =
     std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&, std::shared_ptr<BlockDevice>)>;
@@ -162,7 +206,8 @@ const std::map<std::string, LeafBuilder>& Leaves() {
   return m;
 }
 const std::map<std::string, LayerBuilder>& Layers() {
-  static const std::map<std::string, LayerBuilder> m = {{"fault", BuildFault}};
+  static const std::map<std::string, LayerBuilder> m = {
+      {"fault", BuildFault}, {"verify", BuildVerify}, {"delay", BuildDelay}, {"integrity", BuildIntegrity}};
   return m;
 }
 

@@ -1,0 +1,21 @@
+// Bouncing a bio at most once in a whole stack.
+//
+// A layer calls StabilizeBio with the level it needs. If the bio already
+// carries that much (a stable page-cache bio, or one an upper layer bounced),
+// nothing happens. Otherwise the payload moves to a private aligned buffer
+// that dies with the bio, the bio is marked kStable, and the bytes are added
+// to the layer's counter. Writes copy at submission; reads land in the
+// buffer and are copied out to the caller's memory at completion. Because the
+// bio now says kStable, every layer below sees its need met: one copy, at
+// most, for the whole stack.
+#pragma once
+
+#include <atomic>
+
+#include "stablecache/bio.h"
+
+namespace stablecache {
+
+void StabilizeBio(Bio& bio, Stability required, std::atomic<uint64_t>& bytes_bounced);
+
+}  // namespace stablecache

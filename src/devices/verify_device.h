@@ -1,0 +1,28 @@
+// VerifyDevice: the debug layer of seeds/000. It checksums every block of a
+// write at submission and again at completion, and reports each block whose
+// bytes changed while the I/O was in flight (someone broke the stability a
+// bio promised). It needs nothing itself and bounces nothing: it watches.
+// Thread-safe.
+#pragma once
+
+#include <mutex>
+#include <vector>
+
+#include "block/stacked_device.h"
+
+namespace stablecache {
+
+class VerifyDevice final : public StackedDevice {
+ public:
+  explicit VerifyDevice(std::shared_ptr<BlockDevice> lower)
+      : StackedDevice(std::move(lower), "verify", Stability::kUnstable) {}
+  void Submit(BioPtr bio) override;
+  // Byte offsets of the blocks seen modified in flight (first 1024).
+  std::vector<uint64_t> ModifiedOffsets() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<uint64_t> modified_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace stablecache
