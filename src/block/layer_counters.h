@@ -32,4 +32,17 @@ struct LayerCounters {
   }
 };
 
+// The prologue of a device's Submit: checks the bio against the device
+// (CheckBio) and counts it. Returns false after completing a bad bio with
+// the error; the caller then returns.
+inline bool AdmitBio(const BlockDevice& dev, BioPtr& bio, LayerCounters& counters) {
+  if (Status st = CheckBio(dev, *bio); !st.ok()) {
+    counters.errors.fetch_add(1, std::memory_order_relaxed);
+    Bio::Complete(std::move(bio), st);
+    return false;
+  }
+  counters.CountBio(*bio);
+  return true;
+}
+
 }  // namespace stablecache

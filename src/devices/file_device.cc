@@ -104,12 +104,7 @@ void FileDevice::RegisterMemory(std::span<std::byte> region) {
 }
 
 void FileDevice::Submit(BioPtr bio) {
-  if (Status st = CheckBio(*this, *bio); !st.ok()) {
-    counters_.errors.fetch_add(1);
-    Bio::Complete(std::move(bio), st);
-    return;
-  }
-  counters_.CountBio(*bio);
+  if (!AdmitBio(*this, bio, counters_)) return;
   auto* req = new Request();
   Bio& b = *bio;
   req->bio = std::move(bio);

@@ -57,12 +57,7 @@ Status IntegrityDevice::LoadTags() {
 }
 
 void IntegrityDevice::Submit(BioPtr bio) {
-  if (Status st = CheckBio(*this, *bio); !st.ok()) {
-    counters_.errors.fetch_add(1);
-    Bio::Complete(std::move(bio), st);
-    return;
-  }
-  counters_.CountBio(*bio);
+  if (!AdmitBio(*this, bio, counters_)) return;
   StabilizeBio(*bio, opts_.required, counters_.bytes_bounced);
   switch (bio->op) {
     case BioOp::kWrite: return SubmitWrite(std::move(bio));

@@ -44,12 +44,7 @@ void MemoryDevice::CopyWrite(const Bio& bio) {
 }
 
 void MemoryDevice::Submit(BioPtr bio) {
-  if (Status st = CheckBio(*this, *bio); !st.ok()) {
-    counters_.errors.fetch_add(1);
-    Bio::Complete(std::move(bio), st);
-    return;
-  }
-  counters_.CountBio(*bio);
+  if (!AdmitBio(*this, bio, counters_)) return;
   switch (bio->op) {
     case BioOp::kFlush:
       break;
