@@ -248,8 +248,8 @@ uint32_t AddressSpace::ReadaheadWindow(uint64_t idx) {
 
 // ---------------------------------------------------------------- teardown
 
-void AddressSpace::DropAllPages() {
-  for (uint64_t idx : index_.IndicesFrom(0)) {
+void AddressSpace::DropPagesFrom(uint64_t first) {
+  for (uint64_t idx : index_.IndicesFrom(first)) {
     PageRef p = FindGet(idx);
     if (!p) continue;
     p->Lock();
@@ -258,7 +258,7 @@ void AddressSpace::DropAllPages() {
     DetachLocked(p.get());
     p->Unlock();
   }
-  for (PageRef& p : InFlightRange(0, UINT64_MAX)) p->WaitWriteback();
+  for (PageRef& p : InFlightRange(first, UINT64_MAX)) p->WaitWriteback();
 }
 
 }  // namespace stablecache

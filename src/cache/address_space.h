@@ -103,9 +103,11 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
 
   // ---- lifetime ----
   std::atomic<int>& open_handles() { return open_handles_; }
-  // Detaches every page (waiting for writeback). Dirty pages are dropped:
-  // the caller has synced and reported any error first.
-  void DropAllPages();
+  // Detaches every page numbered `first` or above, waiting for writeback
+  // (fork copies still in flight included). Dirty pages are dropped: the
+  // caller has synced, or is truncating them away.
+  void DropPagesFrom(uint64_t first);
+  void DropAllPages() { DropPagesFrom(0); }
 
  private:
   CacheImpl& cache_;

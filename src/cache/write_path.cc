@@ -163,20 +163,11 @@ Status TruncateLocked(AddressSpace& as, uint64_t new_size) {
     static const std::byte kZeros[kFrameSize] = {};
     SC_RETURN_IF_ERROR(WritePagesLocked(as, new_size, {kZeros, kFrameSize - (new_size & (kFrameSize - 1))}));
   }
-  // 2. Whole pages past EOF leave the cache, dirty or not.
+  // 2. Whole pages past EOF leave the cache, dirty or not; fork copies
+  //    still under I/O there land before the hole does.
   const uint64_t first = as.EofPages();
-  for (uint64_t idx : as.index().IndicesFrom(first)) {
-    PageRef p = as.FindGet(idx);
-    if (!p) continue;
-    p->Lock();
-    p->WaitWriteback();
-    as.TakeDirty(p.get());
-    as.DetachLocked(p.get());
-    p->Unlock();
-  }
-  // 3. Forked copies still under I/O there must land before the hole does.
-  WaitWritebackRange(as, first, UINT64_MAX);
-  // 4. Their device blocks are no longer file data.
+  as.DropPagesFrom(first);
+  // 3. Their device blocks are no longer file data.
   as.MarkHoles(first, std::max(old_pages, first));
   return Status::Ok();
 }
