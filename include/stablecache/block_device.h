@@ -39,6 +39,29 @@ struct LayerStats {
   uint64_t errors = 0;
   uint64_t integrity_errors = 0;     // integrity: tag mismatches seen on read
   uint64_t modified_in_flight = 0;   // verify: blocks changed during I/O
+  uint64_t repairs = 0;              // mirror/parity: blocks rewritten from redundancy
+  uint64_t degraded_reads = 0;       // mirror/parity: reads served despite a failed leg
+  uint64_t mirror_divergence = 0;    // mirror: diverged blocks found by Scrub
+  uint64_t parity_mismatch = 0;      // parity: mismatched stripes found by Scrub
+};
+
+// What a scrub found, summed over every redundant layer of a stack.
+struct ScrubFinding {
+  enum class Kind : uint8_t { kMirrorDivergence, kParityMismatch, kUnreadable };
+  Kind kind;
+  std::string layer;  // e.g. "mirror"
+  uint64_t block;     // 4 KiB block number on that layer (a stripe number for parity)
+  std::string detail;
+};
+struct ScrubReport {
+  uint64_t blocks_checked = 0;
+  uint64_t mirror_divergence = 0;  // blocks whose legs differ
+  uint64_t parity_mismatch = 0;    // stripes whose parity is not the XOR of their data
+  uint64_t unreadable = 0;         // blocks no leg could read (e.g. integrity errors)
+  std::vector<ScrubFinding> findings;  // the first kMaxFindings, in the order found
+  static constexpr size_t kMaxFindings = 1024;
+  void Add(ScrubFinding f);
+  bool clean() const { return mirror_divergence == 0 && parity_mismatch == 0 && unreadable == 0; }
 };
 
 class BlockDevice {
@@ -60,6 +83,14 @@ class BlockDevice {
 
   // Appends this layer's counters, then those of the layers below.
   virtual void CollectStats(std::vector<LayerStats>& out) const = 0;
+
+  // Checks every redundant layer from here down (mirror legs agree, parity
+  // matches its data) by reading the whole device, and adds what it finds
+  // to `report`. Reports, never repairs. Layers without redundancy forward
+  // it down; leaves do nothing. REQUIRES: no writes in flight meanwhile
+  // (a write racing the scrub would look like a divergence). Returns an
+  // error only when the scrub itself could not run.
+  virtual Status Scrub(ScrubReport& report) { (void)report; return Status::Ok(); }
 };
 
 // Validates a bio against a device's Info: range, alignment, segment sizes.

@@ -16,8 +16,12 @@
 //
 // Leaves:  memory:SIZE (late_copy=0|1, delay_us=N), file:PATH (size=SIZE,
 //          direct=auto|on|off). A bare `file` uses BuildOptions::default_file.
-// Layers:  fault (op, offset, len, error, count), and the layers of later
-//          issues as they land.
+// Layers:  fault (op, offset, len, error, count), verify, delay (us=N),
+//          integrity (guard=crc16|crc32c, require=unstable|declared|stable).
+// Fan-outs (last layer, legs in parentheses):
+//          mirror(leg, leg, ...; require=...)   RAID-1, >= 2 legs
+//          parity(leg, leg, leg, ...; require=...)  RAID-5, >= 3 legs
+//          e.g. mirror([integrity,file:/a],[integrity,file:/b])
 // Sizes take K, M, G, T suffixes (powers of 1024).
 //
 // Errors name the spec, the position and what was expected.

@@ -47,6 +47,12 @@ class [[nodiscard]] Status {
   const std::string& message() const { return msg_; }
   std::string ToString() const;
 
+  // The same error with "context: " in front of the message.
+  Status WithContext(std::string_view context) const {
+    if (ok()) return *this;
+    return Status(code_, std::string(context) + ": " + msg_, err_);
+  }
+
   // Keeps the first error: a.Update(b) sets a to b only if a is ok.
   void Update(const Status& other) {
     if (ok() && !other.ok()) *this = other;

@@ -53,6 +53,15 @@ Status WriteSync(BlockDevice& dev, uint64_t offset, const void* buf, uint32_t le
   return SubmitAndWait(dev, std::move(bio));
 }
 
+void ScrubReport::Add(ScrubFinding f) {
+  switch (f.kind) {
+    case ScrubFinding::Kind::kMirrorDivergence: mirror_divergence++; break;
+    case ScrubFinding::Kind::kParityMismatch: parity_mismatch++; break;
+    case ScrubFinding::Kind::kUnreadable: unreadable++; break;
+  }
+  if (findings.size() < kMaxFindings) findings.push_back(std::move(f));
+}
+
 Status FlushSync(BlockDevice& dev) { return SubmitAndWait(dev, Bio::Make(BioOp::kFlush, 0)); }
 
 }  // namespace stablecache

@@ -1,5 +1,7 @@
 #include "block/bounce.h"
 
+#include "block/aligned_buffer.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -8,9 +10,23 @@ namespace stablecache {
 
 void StabilizeBio(Bio& bio, Stability required, std::atomic<uint64_t>& bytes_bounced) {
   if (bio.op == BioOp::kFlush || bio.stability >= required) return;
+  FlattenBio(bio, bytes_bounced);
+}
+
+std::vector<std::byte*> BlockPointers(const Bio& bio) {
+  std::vector<std::byte*> out;
+  for (const auto& s : bio.segments) {
+    if (s.len % 4096 != 0 || reinterpret_cast<uintptr_t>(s.data) % 32 != 0) return {};
+    for (uint32_t o = 0; o < s.len; o += 4096) out.push_back(s.data + o);
+  }
+  return out;
+}
+
+void FlattenBio(Bio& bio, std::atomic<uint64_t>& bytes_bounced) {
+  if (bio.op == BioOp::kFlush) return;
   const uint64_t len = bio.Length();
-  std::shared_ptr<void> buf(std::aligned_alloc(4096, (len + 4095) & ~uint64_t{4095}), std::free);
-  auto* bytes = static_cast<std::byte*>(buf.get());
+  std::shared_ptr<std::byte> buf = AllocAligned(len);
+  std::byte* bytes = buf.get();
   if (bio.op == BioOp::kWrite) {
     bio.CopyTo(bytes);
   } else {

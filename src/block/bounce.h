@@ -11,11 +11,22 @@
 #pragma once
 
 #include <atomic>
+#include <vector>
 
 #include "stablecache/bio.h"
 
 namespace stablecache {
 
 void StabilizeBio(Bio& bio, Stability required, std::atomic<uint64_t>& bytes_bounced);
+
+// Moves the payload into one 4 KiB-aligned private buffer whatever the bio's
+// level (the copy StabilizeBio makes), for layers that need each block
+// contiguous and aligned. Counts the bytes as bounced and marks it kStable.
+void FlattenBio(Bio& bio, std::atomic<uint64_t>& bytes_bounced);
+
+// One pointer per 4 KiB block of the payload, or an empty vector when some
+// block straddles two segments or starts off a 32-byte boundary (SIMD
+// kernels need both). Then FlattenBio first.
+std::vector<std::byte*> BlockPointers(const Bio& bio);
 
 }  // namespace stablecache

@@ -12,6 +12,7 @@ namespace stablecache {
 struct LayerCounters {
   std::atomic<uint64_t> bios{0}, bytes_read{0}, bytes_written{0}, bytes_bounced{0};
   std::atomic<uint64_t> errors{0}, integrity_errors{0}, modified_in_flight{0};
+  std::atomic<uint64_t> repairs{0}, degraded_reads{0}, mirror_divergence{0}, parity_mismatch{0};
 
   void CountBio(const Bio& bio) {
     bios.fetch_add(1, std::memory_order_relaxed);
@@ -28,6 +29,10 @@ struct LayerCounters {
     s.errors = errors.load();
     s.integrity_errors = integrity_errors.load();
     s.modified_in_flight = modified_in_flight.load();
+    s.repairs = repairs.load();
+    s.degraded_reads = degraded_reads.load();
+    s.mirror_divergence = mirror_divergence.load();
+    s.parity_mismatch = parity_mismatch.load();
     return s;
   }
 };

@@ -10,6 +10,8 @@
 #include "devices/delay_device.h"
 #include "devices/fault_device.h"
 #include "devices/integrity_device.h"
+#include "devices/mirror_device.h"
+#include "devices/parity_device.h"
 #include "devices/verify_device.h"
 #include "devices/file_device.h"
 #include "devices/memory_device.h"
@@ -177,6 +179,12 @@ Result<Stability> ParseStability(const Ctx& c, const LayerSpec& l, const std::st
   return c.Fail(l, fmt::format("require must be unstable, declared or stable, not '{}'", v));
 }
 
+Result<Stability> RequireOption(const Ctx& c, const LayerSpec& l, const Options& o, Stability def) {
+  auto it = o.find("require");
+  if (it == o.end()) return def;
+  return ParseStability(c, l, it->second);
+}
+
 Result<std::shared_ptr<BlockDevice>> BuildIntegrity(const Ctx& c, const LayerSpec& l,
                                                     std::shared_ptr<BlockDevice> lower) {
   auto o = TakeOptions(c, l, {"guard", "require"});
@@ -187,14 +195,41 @@ Result<std::shared_ptr<BlockDevice>> BuildIntegrity(const Ctx& c, const LayerSpe
     else if (it->second == "crc32c") io.guard = GuardType::kCrc32c;
     else return c.Fail(l, fmt::format("guard must be crc16 or crc32c, not '{}'", it->second));
   }
-  if (auto it = o->find("require"); it != o->end()) {
-    auto s = ParseStability(c, l, it->second);
-    if (!s) return Err(s.error());
-    io.required = *s;
-  }
+  auto req = RequireOption(c, l, *o, io.required);
+  if (!req) return Err(req.error());
+  io.required = *req;
   auto dev = IntegrityDevice::Create(std::move(lower), io);
   if (!dev) return c.Fail(l, dev.error().message());
   return std::shared_ptr<BlockDevice>(*dev);
+}
+
+using Legs = std::vector<std::shared_ptr<BlockDevice>>;
+
+Result<std::shared_ptr<BlockDevice>> BuildMirror(const Ctx& c, const LayerSpec& l, Legs legs) {
+  auto o = TakeOptions(c, l, {"require"});
+  if (!o) return Err(o.error());
+  auto req = RequireOption(c, l, *o, Stability::kDeclaredStable);
+  if (!req) return Err(req.error());
+  auto dev = MirrorDevice::Create(std::move(legs), {.required = *req});
+  if (!dev) return c.Fail(l, dev.error().message());
+  return std::shared_ptr<BlockDevice>(*dev);
+}
+
+Result<std::shared_ptr<BlockDevice>> BuildParity(const Ctx& c, const LayerSpec& l, Legs legs) {
+  auto o = TakeOptions(c, l, {"require"});
+  if (!o) return Err(o.error());
+  auto req = RequireOption(c, l, *o, Stability::kDeclaredStable);
+  if (!req) return Err(req.error());
+  auto dev = ParityDevice::Create(std::move(legs), {.required = *req});
+  if (!dev) return c.Fail(l, dev.error().message());
+  return std::shared_ptr<BlockDevice>(*dev);
+}
+
+using FanoutBuilder = std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&, Legs)>;
+
+const std::map<std::string, FanoutBuilder>& Fanouts() {
+  static const std::map<std::string, FanoutBuilder> m = {{"mirror", BuildMirror}, {"parity", BuildParity}};
+  return m;
 }
 
 using LeafBuilder = std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&)>;
@@ -214,16 +249,31 @@ const std::map<std::string, LayerBuilder>& Layers() {
 std::string KnownNames() {
   std::string s;
   for (auto& [n, b] : Leaves()) s += fmt::format("{}{}", s.empty() ? "" : ", ", n);
+  for (auto& [n, b] : Fanouts()) s += fmt::format(", {}", n);
   for (auto& [n, b] : Layers()) s += fmt::format(", {}", n);
   return s;
 }
 
 Result<std::shared_ptr<BlockDevice>> Build(const Ctx& c, const StackSpec& stack) {
   for (size_t i = 0; i + 1 < stack.size(); i++)
-    if (Leaves().count(stack[i].name)) return c.Fail(stack[i], "a leaf device must be the last layer of a stack");
+    if (Leaves().count(stack[i].name) || Fanouts().count(stack[i].name))
+      return c.Fail(stack[i], "a leaf or fan-out device must be the last layer of a stack");
   const LayerSpec& bottom = stack.back();
   std::shared_ptr<BlockDevice> dev;
-  if (auto it = Leaves().find(bottom.name); it != Leaves().end()) {
+  if (auto fan = Fanouts().find(bottom.name); fan != Fanouts().end()) {
+    if (!bottom.value.empty()) return c.Fail(bottom, "takes no ':' value");
+    if (bottom.legs.empty())
+      return c.Fail(bottom, "needs its legs in parentheses, e.g. '" + bottom.name + "(memory:1M,memory:1M,memory:1M)'");
+    Legs legs;
+    for (const StackSpec& leg : bottom.legs) {
+      auto d = Build(c, leg);
+      if (!d) return d;
+      legs.push_back(std::move(*d));
+    }
+    auto d = fan->second(c, bottom, std::move(legs));
+    if (!d) return d;
+    dev = std::move(*d);
+  } else if (auto it = Leaves().find(bottom.name); it != Leaves().end()) {
     if (!bottom.legs.empty()) return c.Fail(bottom, "a leaf device takes no lower devices");
     auto d = it->second(c, bottom);
     if (!d) return d;

@@ -48,7 +48,7 @@ TEST(BuildStack, BadSpecsGetClearErrors) {
     const char* says;
   } cases[] = {
       {"bogus", "unknown layer"},
-      {"memory:1M,fault", "leaf device must be the last"},
+      {"memory:1M,fault", "leaf or fan-out device must be the last"},
       {"fault", "needs a device below"},
       {"memory:12Q", "unknown suffix"},
       {"memory", "needs a size"},

@@ -27,6 +27,7 @@ class StackedDevice : public BlockDevice {
     out.push_back(counters_.Snapshot(info_.name));
     lower_->CollectStats(out);
   }
+  Status Scrub(ScrubReport& report) override { return lower_->Scrub(report); }
   BlockDevice& lower() const { return *lower_; }
 
  protected:

@@ -96,6 +96,7 @@ void MemoryDevice::Run() {
     lk.unlock();
     CopyWrite(*h.bio);  // the late DMA: whatever the memory holds now
     pending_count_.fetch_sub(1);
+    pending_count_.notify_all();
     Bio::Complete(std::move(h.bio), Status::Ok());
     lk.lock();
   }
@@ -105,6 +106,14 @@ void MemoryDevice::WaitForPendingWrites(size_t n) {
   for (;;) {
     uint32_t c = pending_count_.load();
     if (c >= n) return;
+    pending_count_.wait(c);
+  }
+}
+
+void MemoryDevice::WaitForPendingAtMost(size_t n) {
+  for (;;) {
+    uint32_t c = pending_count_.load();
+    if (c <= n) return;
     pending_count_.wait(c);
   }
 }

@@ -43,6 +43,7 @@ class MemoryDevice final : public BlockDevice {
   size_t PendingWrites() const { return pending_count_.load(); }
   void WaitForPendingWrites(size_t n);  // blocks until at least n are held
   void ReleaseWrites(size_t n = SIZE_MAX);
+  void WaitForPendingAtMost(size_t n);  // blocks until released writes have been copied
   // Direct access to the medium, bypassing every layer.
   void ReadRaw(uint64_t offset, void* buf, size_t len) const;
   void WriteRaw(uint64_t offset, const void* buf, size_t len);

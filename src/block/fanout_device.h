@@ -1,0 +1,71 @@
+// FanoutDevice: base for a layer over several lower devices ("legs"), such
+// as mirror and parity. It forwards memory registration to every leg,
+// reports the strongest stability any leg needs, lists each leg's counters
+// after its own (names prefixed "legN/"), scrubs the legs before itself,
+// and flushes every leg for a flush bio.
+#pragma once
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "block/bio_join.h"
+#include "block/layer_counters.h"
+#include "stablecache/block_device.h"
+
+namespace stablecache {
+
+class FanoutDevice : public BlockDevice {
+ public:
+  const DeviceInfo& Info() const override { return info_; }
+  Stability StackRequiredStability() const override {
+    Stability s = info_.required_stability;
+    for (const auto& l : legs_) s = std::max(s, l->StackRequiredStability());
+    return s;
+  }
+  void RegisterMemory(std::span<std::byte> region) override {
+    for (const auto& l : legs_) l->RegisterMemory(region);
+  }
+  void CollectStats(std::vector<LayerStats>& out) const override {
+    out.push_back(counters_.Snapshot(info_.name));
+    for (size_t i = 0; i < legs_.size(); i++) {
+      std::vector<LayerStats> leg;
+      legs_[i]->CollectStats(leg);
+      for (auto& s : leg) {
+        s.name = fmt::format("leg{}/{}", i, s.name);
+        out.push_back(std::move(s));
+      }
+    }
+  }
+  Status Scrub(ScrubReport& report) override {
+    for (const auto& l : legs_) SC_RETURN_IF_ERROR(l->Scrub(report));
+    return ScrubSelf(report);
+  }
+  size_t leg_count() const { return legs_.size(); }
+  BlockDevice& leg(size_t i) const { return *legs_[i]; }
+
+ protected:
+  FanoutDevice(std::vector<std::shared_ptr<BlockDevice>> legs, std::string name, Stability required)
+      : legs_(std::move(legs)) {
+    info_.name = std::move(name);
+    info_.required_stability = required;
+    info_.logical_block_size = 4096;
+    for (const auto& l : legs_) info_.logical_block_size = std::max(info_.logical_block_size, l->Info().logical_block_size);
+  }
+  virtual Status ScrubSelf(ScrubReport& report) = 0;
+
+  // Sends a flush to every leg; the bio completes when all have.
+  void FlushAll(BioPtr flush) {
+    auto join = BioJoin::Start(std::move(flush));
+    for (const auto& l : legs_) l->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
+    join->Arm();
+  }
+
+  std::vector<std::shared_ptr<BlockDevice>> legs_;
+  DeviceInfo info_;
+  mutable LayerCounters counters_;
+};
+
+}  // namespace stablecache

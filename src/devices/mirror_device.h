@@ -1,0 +1,52 @@
+// MirrorDevice: RAID-1 over N >= 2 legs, each a whole stack.
+//
+// Writes go to every leg and complete when all have; the first leg error
+// fails the write (the page cache keeps the page dirty and retries), so no
+// leg is ever silently behind an acknowledged write. Reads rotate over the
+// legs. A read that fails on a leg (an integrity error from a layer below,
+// an I/O error) is retried on the other legs under a range lock that keeps
+// writes out; the good data is returned and written back to the legs that
+// failed (a repair), so the next read of that leg is good again.
+// Scrub reads every block from every leg and reports, by block number, the
+// blocks whose legs differ (md's mismatch_cnt, with the blocks named) and
+// block copies no read could get.
+//
+// Needs `required` stability (default kDeclaredStable): each leg reads the
+// payload at its own time, so bytes that change during the write make the
+// legs diverge. Bounces bios that carry less, once (block/bounce.h).
+// Thread-safe.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "block/fanout_device.h"
+#include "block/range_lock.h"
+
+namespace stablecache {
+
+struct MirrorOptions {
+  Stability required = Stability::kDeclaredStable;
+};
+
+class MirrorDevice final : public FanoutDevice {
+ public:
+  [[nodiscard]] static Result<std::shared_ptr<MirrorDevice>> Create(std::vector<std::shared_ptr<BlockDevice>> legs,
+                                                                    const MirrorOptions& opts = {});
+  void Submit(BioPtr bio) override;
+
+ private:
+  struct Read;
+  MirrorDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const MirrorOptions& opts);
+  void SubmitWrite(BioPtr bio);
+  void ReadFromLeg(std::shared_ptr<Read> r, size_t leg);
+  void LegReadDone(std::shared_ptr<Read> r, size_t leg, Status st);
+  void Repair(std::shared_ptr<Read> r, size_t good_leg);
+  Status ScrubSelf(ScrubReport& report) override;
+  Status ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& report);
+
+  RangeLock locks_;
+  std::atomic<uint64_t> next_leg_{0};
+};
+
+}  // namespace stablecache

@@ -1,0 +1,342 @@
+#include "devices/parity_device.h"
+
+#include <isa-l/raid.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "block/aligned_buffer.h"
+#include "block/bounce.h"
+#include "block/leg_runs.h"
+
+namespace stablecache {
+
+namespace {
+constexpr uint64_t kChunk = 4096;
+constexpr uint64_t kScrubStripes = 64;
+}  // namespace
+
+// A write, from its stripe lock to its completion.
+struct ParityDevice::WriteOp {
+  BioPtr parent;
+  std::vector<std::byte*> blocks;  // the payload, one pointer per data block
+  uint64_t first_block = 0;
+  uint64_t s0 = 0, s1 = 0;             // stripes [s0, s1)
+  std::shared_ptr<std::byte> scratch;  // per stripe: k chunks read back + parity
+  RangeLock::Ticket ticket = 0;
+};
+
+// A read; the rebuild state is used only when a leg failed.
+struct ParityDevice::ReadOp {
+  BioPtr parent;
+  std::vector<std::byte*> blocks;
+  uint64_t first_block = 0;
+  std::mutex mu;
+  std::set<uint64_t> failed;  // GUARDED_BY(mu) block indices into `blocks`
+  Status first_error;         // GUARDED_BY(mu)
+  std::vector<uint64_t> lost;           // the failed blocks, once rebuilding
+  std::shared_ptr<std::byte> scratch;  // per lost block: the N-1 other chunks
+  RangeLock::Ticket ticket = 0;
+};
+
+Result<std::shared_ptr<ParityDevice>> ParityDevice::Create(std::vector<std::shared_ptr<BlockDevice>> legs,
+                                                           const ParityOptions& opts) {
+  if (legs.size() < 3)
+    return Err(Status::InvalidArgument(fmt::format("parity needs at least 3 legs (2 data + parity), got {}", legs.size())));
+  for (size_t i = 0; i < legs.size(); i++)
+    if (legs[i]->Info().logical_block_size > kChunk)
+      return Err(Status::InvalidArgument(fmt::format("parity leg {} has {}-byte blocks; chunks are 4096 bytes", i,
+                                                     legs[i]->Info().logical_block_size)));
+  auto dev = std::shared_ptr<ParityDevice>(new ParityDevice(std::move(legs), opts));
+  if (dev->info_.size_bytes == 0) return Err(Status::NoSpace("parity: a leg has no room for one stripe"));
+  return dev;
+}
+
+ParityDevice::ParityDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const ParityOptions& opts)
+    : FanoutDevice(std::move(legs), "parity", opts.required) {
+  uint64_t leg_size = UINT64_MAX;
+  for (const auto& l : legs_) leg_size = std::min(leg_size, l->Info().size_bytes);
+  info_.size_bytes = leg_size / kChunk * data_legs() * kChunk;
+  info_.logical_block_size = kChunk;
+}
+
+ParityDevice::Place ParityDevice::ParityPlace(uint64_t stripe) const {
+  const size_t n = legs_.size();
+  return Place{n - 1 - stripe % n, stripe * kChunk};
+}
+
+ParityDevice::Place ParityDevice::DataPlace(uint64_t block) const {
+  const uint64_t stripe = block / data_legs();
+  const size_t d = block % data_legs();
+  return Place{(ParityPlace(stripe).leg + 1 + d) % legs_.size(), stripe * kChunk};
+}
+
+void ParityDevice::Submit(BioPtr bio) {
+  if (!AdmitBio(*this, bio, counters_)) return;
+  switch (bio->op) {
+    case BioOp::kFlush: return FlushAll(std::move(bio));
+    case BioOp::kWrite: return SubmitWrite(std::move(bio));
+    case BioOp::kRead: return SubmitRead(std::move(bio));
+  }
+}
+
+// ---- writes ---------------------------------------------------------------
+
+void ParityDevice::SubmitWrite(BioPtr bio) {
+  StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
+  auto op = std::make_shared<WriteOp>();
+  op->blocks = BlockPointers(*bio);
+  if (op->blocks.empty()) {
+    FlattenBio(*bio, counters_.bytes_bounced);
+    op->blocks = BlockPointers(*bio);
+  }
+  op->first_block = bio->offset / kChunk;
+  op->s0 = op->first_block / data_legs();
+  op->s1 = (op->first_block + op->blocks.size() - 1) / data_legs() + 1;
+  op->scratch = AllocAligned((op->s1 - op->s0) * legs_.size() * kChunk);
+  op->parent = std::move(bio);
+  stripe_locks_.Acquire(op->s0, op->s1, [this, op](RangeLock::Ticket t) {
+    op->ticket = t;
+    ReadRestOfStripes(op);
+  });
+}
+
+namespace {
+// The chunk of stripe s for data index d (d == k: parity) in a write.
+std::byte* WriteChunk(const std::vector<std::byte*>& blocks, uint64_t first_block, std::byte* scratch, uint64_t s0,
+                      size_t n, uint64_t s, size_t d, bool* covered) {
+  const size_t k = n - 1;
+  const uint64_t b = s * k + d;
+  *covered = d < k && b >= first_block && b < first_block + blocks.size();
+  if (*covered) return blocks[b - first_block];
+  return scratch + ((s - s0) * n + d) * kChunk;
+}
+}  // namespace
+
+void ParityDevice::ReadRestOfStripes(std::shared_ptr<WriteOp> op) {
+  const size_t n = legs_.size(), k = data_legs();
+  LegRuns runs(n);
+  for (uint64_t s = op->s0; s < op->s1; s++)
+    for (size_t d = 0; d < k; d++) {
+      bool covered;
+      std::byte* chunk = WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
+      if (covered) continue;
+      Place p = DataPlace(s * k + d);
+      runs.Add(p.leg, p.offset, chunk, s);
+    }
+  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status st) {
+    if (st.ok()) return WriteDataAndParity(op);
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    stripe_locks_.Release(op->ticket);
+    Bio::Complete(std::move(op->parent),
+                  st.WithContext("parity: reading the rest of a stripe to update its parity"));
+  });
+  for (auto& r : runs.runs()) {
+    auto c = join->Child(BioOp::kRead, r.offset, Stability::kStable);
+    c->segments = std::move(r.segments);
+    legs_[r.leg]->Submit(std::move(c));
+  }
+  join->Arm();
+}
+
+void ParityDevice::WriteDataAndParity(std::shared_ptr<WriteOp> op) {
+  const size_t n = legs_.size(), k = data_legs();
+  LegRuns runs(n);
+  std::vector<void*> vec(n);
+  for (uint64_t s = op->s0; s < op->s1; s++) {
+    bool covered;
+    for (size_t d = 0; d <= k; d++) {
+      vec[d] = WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
+      if (covered) {
+        Place p = DataPlace(s * k + d);
+        runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[d]), s);
+      }
+    }
+    xor_gen(static_cast<int>(n), kChunk, vec.data());  // vec[k] = XOR of the data
+    Place p = ParityPlace(s);
+    runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[k]), s);
+  }
+  const Stability level = op->parent->stability;  // parity scratch is stable; the payload says its own
+  auto join = BioJoin::Start(std::move(op->parent), [this, op](BioPtr parent, Status st) {
+    stripe_locks_.Release(op->ticket);
+    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    Bio::Complete(std::move(parent), std::move(st));
+  });
+  for (auto& r : runs.runs()) {
+    auto c = join->Child(BioOp::kWrite, r.offset, level);
+    c->segments = std::move(r.segments);
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [counted = std::move(counted), leg = r.leg](BioPtr b, Status st) {
+      counted(std::move(b), st.WithContext(fmt::format("parity leg {}", leg)));
+    };
+    legs_[r.leg]->Submit(std::move(c));
+  }
+  join->Arm();
+}
+
+// ---- reads ----------------------------------------------------------------
+
+void ParityDevice::SubmitRead(BioPtr bio) {
+  auto op = std::make_shared<ReadOp>();
+  op->blocks = BlockPointers(*bio);
+  if (op->blocks.empty()) {
+    FlattenBio(*bio, counters_.bytes_bounced);
+    op->blocks = BlockPointers(*bio);
+  }
+  op->first_block = bio->offset / kChunk;
+  op->parent = std::move(bio);
+  LegRuns runs(legs_.size());
+  for (uint64_t i = 0; i < op->blocks.size(); i++) {
+    Place p = DataPlace(op->first_block + i);
+    runs.Add(p.leg, p.offset, op->blocks[i], i);
+  }
+  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status) {
+    bool any_failed;
+    {
+      std::lock_guard lk(op->mu);
+      any_failed = !op->failed.empty();
+    }
+    if (!any_failed) return Bio::Complete(std::move(op->parent), Status::Ok());
+    Rebuild(op);
+  });
+  for (auto& r : runs.runs()) {
+    auto c = join->Child(BioOp::kRead, r.offset, Stability::kStable);
+    c->segments = std::move(r.segments);
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [op, counted = std::move(counted), tags = std::move(r.tags), leg = r.leg](BioPtr b, Status st) {
+      if (!st.ok()) {
+        std::lock_guard lk(op->mu);
+        op->failed.insert(tags.begin(), tags.end());
+        op->first_error.Update(st.WithContext(fmt::format("parity leg {}", leg)));
+      }
+      counted(std::move(b), Status::Ok());  // a failed leg is rebuilt, not passed up
+    };
+    legs_[r.leg]->Submit(std::move(c));
+  }
+  join->Arm();
+}
+
+void ParityDevice::Rebuild(std::shared_ptr<ReadOp> op) {
+  counters_.degraded_reads.fetch_add(1, std::memory_order_relaxed);
+  op->lost.assign(op->failed.begin(), op->failed.end());
+  const uint64_t k = data_legs();
+  const uint64_t s0 = (op->first_block + op->lost.front()) / k;
+  const uint64_t s1 = (op->first_block + op->lost.back()) / k + 1;
+  stripe_locks_.Acquire(s0, s1, [this, op](RangeLock::Ticket t) {
+    op->ticket = t;
+    RebuildRead(op);
+  });
+}
+
+// Under the stripe lock: reads the other N-1 chunks of each lost block's stripe.
+void ParityDevice::RebuildRead(std::shared_ptr<ReadOp> op) {
+  const size_t n = legs_.size(), k = data_legs();
+  op->scratch = AllocAligned(op->lost.size() * (n - 1) * kChunk);
+  LegRuns runs(n);
+  for (size_t i = 0; i < op->lost.size(); i++) {
+    const uint64_t block = op->first_block + op->lost[i];
+    const uint64_t s = block / k;
+    const size_t lost_leg = DataPlace(block).leg;
+    std::byte* dst = op->scratch.get() + i * (n - 1) * kChunk;
+    for (size_t leg = 0; leg < n; leg++) {
+      if (leg == lost_leg) continue;
+      runs.Add(leg, s * kChunk, dst, i);
+      dst += kChunk;
+    }
+  }
+  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status st) {
+    if (st.ok()) return FinishRebuild(op);
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    stripe_locks_.Release(op->ticket);
+    Status first;
+    {
+      std::lock_guard lk(op->mu);
+      first = op->first_error;
+    }
+    Bio::Complete(std::move(op->parent),
+                  first.WithContext(fmt::format("parity: block {} is unreadable and its stripe cannot be rebuilt ({})",
+                                                op->first_block + op->lost.front(), st.message())));
+  });
+  for (auto& r : runs.runs()) {
+    auto c = join->Child(BioOp::kRead, r.offset, Stability::kStable);
+    c->segments = std::move(r.segments);
+    legs_[r.leg]->Submit(std::move(c));
+  }
+  join->Arm();
+}
+
+// XORs the rebuilt chunks into the caller's memory, completes the read, and
+// writes them back to the leg that failed.
+void ParityDevice::FinishRebuild(std::shared_ptr<ReadOp> op) {
+  const size_t n = legs_.size();
+  auto repair = AllocAligned(op->lost.size() * kChunk);
+  std::vector<void*> vec(n);
+  for (size_t i = 0; i < op->lost.size(); i++) {
+    for (size_t j = 0; j < n - 1; j++) vec[j] = op->scratch.get() + (i * (n - 1) + j) * kChunk;
+    vec[n - 1] = repair.get() + i * kChunk;
+    xor_gen(static_cast<int>(n), kChunk, vec.data());
+    std::memcpy(op->blocks[op->lost[i]], vec[n - 1], kChunk);
+  }
+  Bio::Complete(std::move(op->parent), Status::Ok());
+  LegRuns runs(n);
+  for (size_t i = 0; i < op->lost.size(); i++) {
+    Place p = DataPlace(op->first_block + op->lost[i]);
+    runs.Add(p.leg, p.offset, repair.get() + i * kChunk, i);
+  }
+  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status st) {
+    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    stripe_locks_.Release(op->ticket);
+  });
+  for (auto& r : runs.runs()) {
+    auto c = join->Child(BioOp::kWrite, r.offset, Stability::kStable);
+    c->segments = std::move(r.segments);
+    c->keep_alive.push_back(repair);
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [this, counted = std::move(counted), blocks = r.tags.size()](BioPtr b, Status st) {
+      if (st.ok()) counters_.repairs.fetch_add(blocks, std::memory_order_relaxed);
+      counted(std::move(b), std::move(st));
+    };
+    legs_[r.leg]->Submit(std::move(c));
+  }
+  join->Arm();
+}
+
+// ---- scrub ----------------------------------------------------------------
+
+Status ParityDevice::ScrubSelf(ScrubReport& report) {
+  const size_t n = legs_.size();
+  const uint64_t stripes = info_.size_bytes / kChunk / data_legs();
+  std::vector<std::shared_ptr<std::byte>> bufs(n);
+  for (auto& b : bufs) b = AllocAligned(kScrubStripes * kChunk);
+  std::vector<void*> vec(n);
+  for (uint64_t s0 = 0; s0 < stripes; s0 += kScrubStripes) {
+    const uint64_t count = std::min(kScrubStripes, stripes - s0);
+    std::vector<bool> readable(count, true);
+    for (size_t leg = 0; leg < n; leg++) {
+      if (ReadSync(*legs_[leg], s0 * kChunk, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
+      for (uint64_t i = 0; i < count; i++) {
+        Status st = ReadSync(*legs_[leg], (s0 + i) * kChunk, bufs[leg].get() + i * kChunk, kChunk);
+        if (st.ok()) continue;
+        readable[i] = false;
+        report.Add({ScrubFinding::Kind::kUnreadable, info_.name, s0 + i, fmt::format("leg {}: {}", leg, st.message())});
+      }
+    }
+    for (uint64_t i = 0; i < count; i++) {
+      if (!readable[i]) continue;
+      for (size_t leg = 0; leg < n; leg++) vec[leg] = bufs[leg].get() + i * kChunk;
+      if (xor_check(static_cast<int>(n), kChunk, vec.data()) == 0) continue;
+      counters_.parity_mismatch.fetch_add(1, std::memory_order_relaxed);
+      report.Add({ScrubFinding::Kind::kParityMismatch, info_.name, s0 + i,
+                  fmt::format("stripe {} (data blocks {}..{}): parity is not the XOR of the data", s0 + i,
+                              (s0 + i) * data_legs(), (s0 + i + 1) * data_legs() - 1)});
+    }
+    report.blocks_checked += count * data_legs();
+  }
+  return Status::Ok();
+}
+
+}  // namespace stablecache

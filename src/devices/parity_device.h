@@ -1,0 +1,68 @@
+// ParityDevice: RAID-5 over N >= 3 legs: k = N - 1 data chunks and one
+// parity chunk per stripe, 4 KiB chunks, parity rotating left-symmetric
+// over the legs (stripe s keeps parity on leg N-1 - s%N). Parity is the XOR
+// of the stripe's data, computed and checked with ISA-L's raid kernels
+// (xor_gen, xor_check).
+//
+// Writes lock their stripes (an asynchronous range lock, so two writes to
+// one stripe never interleave their parity updates), read the data chunks
+// of each stripe they do not cover (reconstruct-write), compute parity over
+// the new data in place, and write the data chunks and the parity. The
+// first leg error fails the write. Reads go straight to the data legs. A
+// read that fails on one leg (an integrity error below, an I/O error)
+// reconstructs the lost chunks from the other legs of their stripe under
+// the stripe lock, returns them, and writes them back to the failed leg (a
+// repair). Two failures in one stripe fail the read. Scrub reads every
+// stripe and reports, by stripe number, those whose parity is not the XOR
+// of their data (md's mismatch_cnt, with the stripes named).
+//
+// Needs `required` stability (default kDeclaredStable): parity is computed
+// from the payload before the legs read it, so bytes that change during the
+// write leave parity that does not match the data. Bounces bios that carry
+// less, once. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "block/fanout_device.h"
+#include "block/range_lock.h"
+
+namespace stablecache {
+
+struct ParityOptions {
+  Stability required = Stability::kDeclaredStable;
+};
+
+class ParityDevice final : public FanoutDevice {
+ public:
+  [[nodiscard]] static Result<std::shared_ptr<ParityDevice>> Create(std::vector<std::shared_ptr<BlockDevice>> legs,
+                                                                    const ParityOptions& opts = {});
+  void Submit(BioPtr bio) override;
+
+  // Where a chunk lives: a leg and a byte offset on it.
+  struct Place {
+    size_t leg;
+    uint64_t offset;
+  };
+  Place DataPlace(uint64_t block) const;    // 4 KiB data block of this device
+  Place ParityPlace(uint64_t stripe) const;
+  size_t data_legs() const { return legs_.size() - 1; }
+
+ private:
+  struct WriteOp;
+  struct ReadOp;
+  ParityDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const ParityOptions& opts);
+  void SubmitWrite(BioPtr bio);
+  void ReadRestOfStripes(std::shared_ptr<WriteOp> op);
+  void WriteDataAndParity(std::shared_ptr<WriteOp> op);
+  void SubmitRead(BioPtr bio);
+  void Rebuild(std::shared_ptr<ReadOp> op);
+  void RebuildRead(std::shared_ptr<ReadOp> op);
+  void FinishRebuild(std::shared_ptr<ReadOp> op);
+  Status ScrubSelf(ScrubReport& report) override;
+
+  RangeLock stripe_locks_;  // ranges in stripe numbers
+};
+
+}  // namespace stablecache

@@ -1,0 +1,307 @@
+// Mirror and parity layers: layout, repair from redundancy, degraded reads,
+// scrub findings by block number, and the range lock that orders them.
+#include <isa-l/raid.h>
+
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "block/range_lock.h"
+#include "devices/fault_device.h"
+#include "devices/integrity_device.h"
+#include "devices/memory_device.h"
+#include "devices/mirror_device.h"
+#include "devices/parity_device.h"
+#include "stablecache/stack.h"
+#include "test_util.h"
+
+namespace stablecache {
+namespace {
+
+using testing::Pattern;
+using Bytes = std::vector<std::byte>;
+
+std::vector<std::shared_ptr<MemoryDevice>> Mems(size_t n, uint64_t size = 1 << 20) {
+  std::vector<std::shared_ptr<MemoryDevice>> v;
+  for (size_t i = 0; i < n; i++) v.push_back(*MemoryDevice::Create({.size_bytes = size}));
+  return v;
+}
+
+template <typename T>
+std::vector<std::shared_ptr<BlockDevice>> AsLegs(const std::vector<std::shared_ptr<T>>& v) {
+  return {v.begin(), v.end()};
+}
+
+Bytes ReadAll(BlockDevice& dev, uint64_t off, uint32_t len, Status* st = nullptr) {
+  Bytes b(len);
+  Status s = ReadSync(dev, off, b.data(), len);
+  if (st) *st = s;
+  else EXPECT_TRUE(s.ok()) << s.ToString();
+  return b;
+}
+
+LayerStats Top(const BlockDevice& dev) {
+  std::vector<LayerStats> v;
+  dev.CollectStats(v);
+  return v.at(0);
+}
+
+ScrubReport ScrubOf(BlockDevice& dev) {
+  ScrubReport r;
+  EXPECT_TRUE(dev.Scrub(r).ok());
+  return r;
+}
+
+// ---- RangeLock --------------------------------------------------------------
+
+TEST(RangeLock, OverlappingRangesWaitAndAreGrantedInArrivalOrder) {
+  RangeLock lock;
+  std::vector<int> order;
+  RangeLock::Ticket a = 0, b = 0, c = 0;
+  lock.Acquire(0, 10, [&](RangeLock::Ticket t) { a = t, order.push_back(1); });
+  lock.Acquire(5, 15, [&](RangeLock::Ticket t) { b = t, order.push_back(2); });   // overlaps a: waits
+  lock.Acquire(20, 30, [&](RangeLock::Ticket t) { order.push_back(3), lock.Release(t); });  // free: runs now
+  lock.Acquire(12, 14, [&](RangeLock::Ticket t) { c = t, order.push_back(4); });  // overlaps waiting b: waits
+  EXPECT_EQ(order, (std::vector<int>{1, 3}));
+  lock.Release(a);
+  EXPECT_EQ(order, (std::vector<int>{1, 3, 2}));
+  lock.Release(b);
+  EXPECT_EQ(order, (std::vector<int>{1, 3, 2, 4}));
+  lock.Release(c);
+  EXPECT_EQ(lock.HeldCount(), 0u);
+}
+
+// ---- mirror -----------------------------------------------------------------
+
+TEST(Mirror, WritesReachEveryLeg) {
+  auto mems = Mems(3);
+  auto m = *MirrorDevice::Create(AsLegs(mems));
+  auto data = Pattern(12288, 1);
+  ASSERT_TRUE(WriteSync(*m, 8192, data.data(), data.size()).ok());
+  for (auto& mem : mems) {
+    Bytes raw(data.size());
+    mem->ReadRaw(8192, raw.data(), raw.size());
+    EXPECT_EQ(raw, data);
+  }
+  for (int i = 0; i < 3; i++) EXPECT_EQ(ReadAll(*m, 8192, 12288), data);  // every leg in turn
+  EXPECT_TRUE(ScrubOf(*m).clean());
+}
+
+TEST(Mirror, ScrubNamesTheDivergedBlocks) {
+  auto mems = Mems(2);
+  auto m = *MirrorDevice::Create(AsLegs(mems));
+  auto data = Pattern(64 << 10, 2);
+  ASSERT_TRUE(WriteSync(*m, 0, data.data(), data.size()).ok());
+  std::byte evil{0x5a};
+  mems[1]->WriteRaw(3 * 4096 + 100, &evil, 1);
+  mems[0]->WriteRaw(9 * 4096, &evil, 1);
+  ScrubReport r = ScrubOf(*m);
+  EXPECT_EQ(r.mirror_divergence, 2u);
+  ASSERT_EQ(r.findings.size(), 2u);
+  EXPECT_EQ(r.findings[0].block, 3u);
+  EXPECT_EQ(r.findings[1].block, 9u);
+  EXPECT_EQ(r.findings[0].kind, ScrubFinding::Kind::kMirrorDivergence);
+  EXPECT_EQ(r.blocks_checked, (1u << 20) / 4096);
+  EXPECT_EQ(Top(*m).mirror_divergence, 2u);
+}
+
+TEST(Mirror, AReadRepairsALegThatIntegrityCaughtCorrupt) {
+  auto mems = Mems(2);
+  auto i0 = *IntegrityDevice::Create(mems[0], {});
+  auto i1 = *IntegrityDevice::Create(mems[1], {});
+  auto m = *MirrorDevice::Create({i0, i1});
+  auto data = Pattern(8192, 3);
+  ASSERT_TRUE(WriteSync(*m, 4096, data.data(), data.size()).ok());
+  std::byte evil{0x00};
+  mems[1]->WriteRaw(4096 + 7, &evil, 1);  // rot on leg 1, behind its integrity layer
+  Status leg_st;
+  ReadAll(*i1, 4096, 4096, &leg_st);
+  ASSERT_EQ(leg_st.code(), Code::kIntegrityError);
+  for (int i = 0; i < 2; i++) EXPECT_EQ(ReadAll(*m, 4096, 8192), data);  // one of these hits leg 1
+  LayerStats s = Top(*m);
+  EXPECT_EQ(s.degraded_reads, 1u);
+  EXPECT_EQ(s.repairs, 2u);  // the whole 8 KiB read was rewritten on leg 1
+  // The repair landed (it completes under the range lock; a write waits for it).
+  ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());
+  EXPECT_EQ(ReadAll(*i1, 4096, 8192), data);
+  EXPECT_TRUE(ScrubOf(*m).clean());
+}
+
+TEST(Mirror, EveryLegBadIsAnIntegrityErrorNotData) {
+  auto mems = Mems(2);
+  auto m = *MirrorDevice::Create({*IntegrityDevice::Create(mems[0], {}), *IntegrityDevice::Create(mems[1], {})});
+  auto data = Pattern(4096, 4);
+  ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());
+  std::byte evil{0x01};
+  for (auto& mem : mems) mem->WriteRaw(10, &evil, 1);
+  Status st;
+  ReadAll(*m, 0, 4096, &st);
+  EXPECT_EQ(st.code(), Code::kIntegrityError);
+  EXPECT_NE(st.message().find("no leg could read"), std::string::npos) << st.message();
+  ScrubReport r = ScrubOf(*m);
+  EXPECT_EQ(r.unreadable, 2u);  // block 0 on both legs
+}
+
+TEST(Mirror, AWriteFailingOnOneLegFailsAndNamesTheLeg) {
+  auto mems = Mems(2);
+  auto faulty = std::make_shared<FaultDevice>(mems[1]);
+  faulty->AddRule({.op = BioOp::kWrite, .error = EIO, .count = 1});
+  auto m = *MirrorDevice::Create({mems[0], faulty});
+  auto data = Pattern(4096, 5);
+  Status st = WriteSync(*m, 0, data.data(), 4096);
+  EXPECT_EQ(st.code(), Code::kIoError);
+  EXPECT_NE(st.message().find("mirror leg 1"), std::string::npos) << st.message();
+  ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());  // the retry lands on both
+  EXPECT_TRUE(ScrubOf(*m).clean());
+}
+
+// ---- parity -----------------------------------------------------------------
+
+TEST(Parity, LayoutRotatesParityAndKeepsXorZero) {
+  auto mems = Mems(4, 64 << 10);
+  auto p = *ParityDevice::Create(AsLegs(mems));
+  EXPECT_EQ(p->Info().size_bytes, 3u * (64 << 10));
+  EXPECT_EQ(p->ParityPlace(0).leg, 3u);
+  EXPECT_EQ(p->ParityPlace(1).leg, 2u);
+  EXPECT_EQ(p->DataPlace(0).leg, 0u);  // left-symmetric: data starts after parity
+  EXPECT_EQ(p->DataPlace(3).leg, 3u);  // stripe 1, first data chunk
+  auto data = Pattern(p->Info().size_bytes, 6);
+  ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
+  for (uint64_t s = 0; s < 16; s++) {
+    std::vector<Bytes> chunks(4, Bytes(4096));
+    std::vector<void*> vec;
+    for (size_t l = 0; l < 4; l++) {
+      mems[l]->ReadRaw(s * 4096, chunks[l].data(), 4096);
+      vec.push_back(chunks[l].data());
+    }
+    EXPECT_EQ(xor_check(4, 4096, vec.data()), 0) << "stripe " << s;
+    Bytes want(data.begin() + (s * 3 + 1) * 4096, data.begin() + (s * 3 + 2) * 4096);
+    EXPECT_EQ(chunks[p->DataPlace(s * 3 + 1).leg], want) << "stripe " << s;
+  }
+  EXPECT_EQ(ReadAll(*p, 0, data.size()), data);
+}
+
+TEST(Parity, PartialStripeWritesMatchAModel) {
+  auto p = *ParityDevice::Create(AsLegs(Mems(3, 256 << 10)));
+  Bytes model(p->Info().size_bytes);
+  std::mt19937 rng(7);
+  for (int i = 0; i < 300; i++) {
+    uint64_t blocks = model.size() / 4096;
+    uint64_t b = rng() % blocks, n = 1 + rng() % std::min<uint64_t>(9, blocks - b);
+    auto data = Pattern(n * 4096, i);
+    ASSERT_TRUE(WriteSync(*p, b * 4096, data.data(), data.size()).ok());
+    std::copy(data.begin(), data.end(), model.begin() + b * 4096);
+  }
+  EXPECT_EQ(ReadAll(*p, 0, model.size()), model);
+  EXPECT_TRUE(ScrubOf(*p).clean());
+}
+
+TEST(Parity, ConcurrentWritersToSharedStripesLeaveParityConsistent) {
+  auto p = *ParityDevice::Create(AsLegs(Mems(3, 64 << 10)));
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; t++)
+    ts.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 2000; i++) {
+        auto data = Pattern(4096, rng());
+        EXPECT_TRUE(WriteSync(*p, (rng() % 8) * 4096, data.data(), 4096).ok());  // 4 stripes, hammered
+      }
+    });
+  for (auto& t : ts) t.join();
+  ScrubReport r = ScrubOf(*p);
+  EXPECT_EQ(r.parity_mismatch, 0u);
+}
+
+TEST(Parity, ADegradedReadRebuildsFromTheOtherLegsAndRepairs) {
+  auto mems = Mems(3);
+  std::vector<std::shared_ptr<BlockDevice>> legs;
+  for (auto& m : mems) legs.push_back(*IntegrityDevice::Create(m, {.guard = GuardType::kCrc32c}));
+  auto p = *ParityDevice::Create(legs);
+  auto data = Pattern(32 << 10, 8);
+  ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
+  auto where = p->DataPlace(5);
+  std::byte evil{0x42};
+  mems[where.leg]->WriteRaw(where.offset + 99, &evil, 1);
+  EXPECT_EQ(ReadAll(*p, 0, data.size()), data);
+  LayerStats s = Top(*p);
+  EXPECT_EQ(s.degraded_reads, 1u);
+  EXPECT_GE(s.repairs, 1u);  // every block of the failed leg bio is rebuilt and rewritten
+  ASSERT_TRUE(WriteSync(*p, 0, data.data(), 4096).ok());  // orders after the repair (stripe 0 lock)
+  Status st;
+  ReadAll(*legs[where.leg], where.offset, 4096, &st);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(ScrubOf(*p).clean());
+}
+
+TEST(Parity, ALegThatCannotReadIsRebuiltOnEveryRead) {
+  auto mems = Mems(3);
+  auto dead = std::make_shared<FaultDevice>(mems[1]);
+  auto p = *ParityDevice::Create({mems[0], dead, mems[2]});
+  auto data = Pattern(64 << 10, 9);
+  ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
+  dead->AddRule({.op = BioOp::kRead, .error = EIO, .count = -1});
+  EXPECT_EQ(ReadAll(*p, 0, data.size()), data);
+  EXPECT_EQ(ReadAll(*p, 4096, 8192), Bytes(data.begin() + 4096, data.begin() + 12288));
+  EXPECT_EQ(Top(*p).degraded_reads, 2u);
+}
+
+TEST(Parity, TwoFailuresInAStripeFailTheRead) {
+  auto mems = Mems(3);
+  auto p = *ParityDevice::Create({mems[0], std::make_shared<FaultDevice>(mems[1]), mems[2]});
+  auto data = Pattern(8192, 10);
+  ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
+  auto f0 = std::make_shared<FaultDevice>(mems[0]);
+  auto f1 = std::make_shared<FaultDevice>(mems[1]);
+  f0->AddRule({.op = BioOp::kRead});
+  f1->AddRule({.op = BioOp::kRead});
+  auto broken = *ParityDevice::Create({f0, f1, mems[2]});
+  Status st;
+  ReadAll(*broken, 0, 4096, &st);
+  EXPECT_EQ(st.code(), Code::kIoError);
+  EXPECT_NE(st.message().find("cannot be rebuilt"), std::string::npos) << st.message();
+}
+
+TEST(Parity, ScrubNamesTheMismatchedStripes) {
+  auto mems = Mems(3, 64 << 10);
+  auto p = *ParityDevice::Create(AsLegs(mems));
+  auto data = Pattern(p->Info().size_bytes, 11);
+  ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
+  std::byte evil{0x99};
+  auto par = p->ParityPlace(6);
+  mems[par.leg]->WriteRaw(par.offset + 1, &evil, 1);
+  ScrubReport r = ScrubOf(*p);
+  EXPECT_EQ(r.parity_mismatch, 1u);
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].block, 6u);
+  EXPECT_EQ(r.findings[0].kind, ScrubFinding::Kind::kParityMismatch);
+  EXPECT_EQ(Top(*p).parity_mismatch, 1u);
+}
+
+// ---- specs ------------------------------------------------------------------
+
+TEST(RedundancySpecs, BuildAndReportErrors) {
+  auto ok = BuildStack("verify,integrity,mirror(memory:1M,[integrity,memory:1M])");
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ((*ok)->StackRequiredStability(), Stability::kDeclaredStable);
+  ASSERT_TRUE(BuildStack("parity(memory:1M,memory:1M,memory:1M,require=stable)"));
+  struct Case {
+    const char* spec;
+    const char* says;
+  } cases[] = {
+      {"mirror(memory:1M)", "at least 2 legs"},
+      {"parity(memory:1M,memory:1M)", "at least 3 legs"},
+      {"mirror", "needs its legs"},
+      {"mirror(memory:1M,memory:1M),memory:1M", "leaf or fan-out device must be the last layer"},
+      {"mirror(memory:1M,memory:1M,copies=3)", "unknown option 'copies'"},
+      {"mirror(memory:1M,[integrity])", "needs a device below it"},
+  };
+  for (const auto& c : cases) {
+    auto r = BuildStack(c.spec);
+    ASSERT_FALSE(r) << c.spec;
+    EXPECT_NE(r.error().message().find(c.says), std::string::npos) << c.spec << ": " << r.error().message();
+  }
+}
+
+}  // namespace
+}  // namespace stablecache
