@@ -116,6 +116,13 @@ class File {
   // Writes back and releases the handle. Later calls return kClosed.
   virtual Status Close() = 0;
   virtual StablePolicy EffectivePolicy() const = 0;
+  // Reads what the device holds for [offset, offset + out.size()), not the
+  // cache's copy, through every layer of the stack (so integrity is
+  // checked). Each page is locked and any write of it in flight is waited
+  // for first, so the read never races a writeback of those pages; dirty
+  // pages stay dirty and their newer bytes are not returned. For checkers
+  // and scrubbers. REQUIRES: offset and size multiples of 4096.
+  virtual Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out) = 0;
 };
 
 }  // namespace stablecache

@@ -79,3 +79,10 @@ const char* CodeName(Code c);
     ::stablecache::Status _sc_st = (expr);  \
     if (!_sc_st.ok()) return _sc_st;        \
   } while (0)
+
+// The same, in a function that returns Result<T>.
+#define SC_RETURN_UNEXPECTED_IF_ERROR(expr)        \
+  do {                                             \
+    ::stablecache::Status _sc_st = (expr);         \
+    if (!_sc_st.ok()) return ::stablecache::Err(_sc_st); \
+  } while (0)

@@ -54,6 +54,41 @@ Result<size_t> FileHandle::Read(uint64_t offset, std::span<std::byte> buf) {
   return n;
 }
 
+Status FileHandle::ReadBypassingCache(uint64_t offset, std::span<std::byte> out) {
+  SC_RETURN_IF_ERROR(CheckRange("read from device", offset, out.size()));
+  if (offset % kFrameSize != 0 || out.size() % kFrameSize != 0)
+    return Status::InvalidArgument(
+        fmt::format("read from device: offset {} and length {} must be multiples of 4096", offset, out.size()));
+  AddressSpace& as = *as_;
+  if ((offset + out.size()) >> 12 > as.device_pages())
+    return Status::OutOfRange(fmt::format("read from device: [{}, {}) is beyond the device ({} pages)", offset,
+                                          offset + out.size(), as.device_pages()));
+  std::shared_lock il(as.invalidate_lock());
+  for (size_t done = 0; done < out.size(); done += kFrameSize) {
+    const uint64_t idx = (offset + done) >> 12;
+    // Holding the index page locked keeps a new writeback of idx from
+    // starting; the loop waits out one already in flight (a fork's old
+    // frame included).
+    bool created = false;
+    Result<PageRef> page;
+    for (;;) {
+      page = as.FindOrCreate(idx, &created);
+      if (!page) return page.error();
+      if (created) break;
+      (*page)->Lock();
+      if (!(*page)->Test(Page::kDetached)) break;
+      (*page)->Unlock();  // forked or evicted meanwhile: look again
+    }
+    Page* p = page->get();
+    while (PageRef prior = as.InFlight(idx)) prior->WaitWriteback();
+    Status st = ReadSync(as.device(), idx << 12, out.data() + done, kFrameSize);
+    if (created) as.DetachLocked(p);  // never filled: nobody may see it
+    p->Unlock();
+    SC_RETURN_IF_ERROR(st);
+  }
+  return Status::Ok();
+}
+
 Result<size_t> FileHandle::Write(uint64_t offset, std::span<const std::byte> data) {
   if (Status st = CheckRange("write", offset, data.size()); !st.ok()) return Err(st);
   if (data.empty()) return 0;

@@ -7,6 +7,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   stablecache::cli::AddDemoCommand(app, exit_code);
+  stablecache::cli::AddWacCommand(app, exit_code);
+  stablecache::cli::AddBenchCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

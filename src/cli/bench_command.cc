@@ -1,0 +1,154 @@
+// `stablecache bench`: the policy matrix in one process and one run, as
+// ratios to policy none, beside the kernel's own stable-pages cost (ext4 on
+// a loop device with stable_writes 0 and 1) on the same workloads.
+#include <unistd.h>
+
+#include <map>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/loop_mount.h"
+#include "stablecache/stack.h"
+#include "wac/report.h"
+#include "wac/wac.h"
+
+namespace stablecache::cli {
+
+namespace {
+
+struct BenchArgs {
+  double duration = 3;
+  uint32_t threads = 64;
+  std::string stack = "verify,integrity,file";
+  bool kernel = true;
+  bool json = false;
+};
+
+struct Workload {
+  wac::Profile profile;
+  uint64_t file_size;
+  std::string name() const {
+    return fmt::format("{} {}", wac::ProfileLetter(profile), file_size >= (1 << 20) ? fmt::format("{}M", file_size >> 20)
+                                                                                    : fmt::format("{}K", file_size >> 10));
+  }
+};
+
+const Workload kWorkloads[] = {{wac::Profile::kA, 64 << 10}, {wac::Profile::kB, 64 << 10}, {wac::Profile::kA, 64 << 20}};
+const StablePolicy kPolicies[] = {StablePolicy::kNone, StablePolicy::kWait, StablePolicy::kBounce, StablePolicy::kFork,
+                                  StablePolicy::kAuto};
+
+std::string Ratio(const wac::WacRun* run, const wac::WacRun* base) {
+  if (!run || run->verdict == "unsupported") return "unsup";
+  if (!base || base->ops_per_s <= 0) return "-";
+  return fmt::format("{:.2f}x{}", run->ops_per_s / base->ops_per_s, run->verdict == "corrupt" ? "!" : "");
+}
+
+int RunBench(const BenchArgs& a) {
+  const bool tty = isatty(STDERR_FILENO);
+  std::vector<wac::WacRun> runs;
+  std::map<std::string, const wac::WacRun*> by;  // "A 64K/none", "A 64K/kernel-sw1"
+  auto one = [&](const Workload& w, StablePolicy pol, const std::string& target, const std::string& key) -> Status {
+    wac::WacConfig cfg;
+    cfg.profile = w.profile;
+    cfg.policy = pol;
+    cfg.target = target;
+    cfg.stack = a.stack;
+    cfg.threads = a.threads;
+    cfg.file_size = w.file_size;
+    cfg.duration_s = a.duration;
+    cfg.live_checker = false;  // measure the writers; the read-back and scrub still judge
+    if (tty) fmt::print(stderr, "\rbench {} {}...{:20}", w.name(), key, "");
+    auto r = wac::RunWac(cfg);
+    if (!r) return r.error().WithContext(fmt::format("bench {} {}", w.name(), key));
+    runs.push_back(std::move(*r));
+    return Status::Ok();
+  };
+  std::vector<std::string> keys;
+  for (const Workload& w : kWorkloads)
+    for (StablePolicy p : kPolicies) {
+      if (Status st = one(w, p, "stack", PolicyName(p)); !st.ok()) {
+        fmt::print(stderr, "stablecache bench: {}\n", st.message());
+        return 2;
+      }
+      keys.push_back(w.name() + "/" + PolicyName(p));
+    }
+  std::string kernel_note;
+  if (a.kernel) {
+    for (bool sw : {false, true}) {
+      auto mnt = LoopMount::Create(sw, 1ull << 30);
+      if (!mnt) {
+        kernel_note = mnt.error().message();
+        break;
+      }
+      for (const Workload& w : kWorkloads) {
+        if (Status st = one(w, StablePolicy::kAuto, (*mnt)->dir(), sw ? "kernel-sw1" : "kernel-sw0"); !st.ok()) {
+          fmt::print(stderr, "stablecache bench: {}\n", st.message());
+          return 2;
+        }
+        keys.push_back(w.name() + (sw ? "/kernel-sw1" : "/kernel-sw0"));
+      }
+    }
+  }
+  if (tty) fmt::print(stderr, "\r{:70}\r", "");
+  for (size_t i = 0; i < runs.size(); i++) by[keys[i]] = &runs[i];
+  auto get = [&](const std::string& k) -> const wac::WacRun* {
+    auto it = by.find(k);
+    return it == by.end() ? nullptr : it->second;
+  };
+
+  if (a.json) {
+    nlohmann::json j = {{"runs", nlohmann::json::array()}, {"ratios", nlohmann::json::object()}};
+    for (const auto& r : runs) j["runs"].push_back(wac::RunToJson(r));
+    for (const Workload& w : kWorkloads) {
+      const wac::WacRun* none = get(w.name() + "/none");
+      for (StablePolicy p : kPolicies)
+        if (const wac::WacRun* r = get(w.name() + "/" + PolicyName(p)); r && none && none->ops_per_s > 0 && r->verdict != "unsupported")
+          j["ratios"][w.name()][PolicyName(p)] = r->ops_per_s / none->ops_per_s;
+      const wac::WacRun* k0 = get(w.name() + "/kernel-sw0");
+      const wac::WacRun* k1 = get(w.name() + "/kernel-sw1");
+      if (k0 && k1 && k0->ops_per_s > 0) j["ratios"][w.name()]["kernel_stable_writes"] = k1->ops_per_s / k0->ops_per_s;
+    }
+    if (!kernel_note.empty()) j["kernel_note"] = kernel_note;
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("stablecache bench: {} threads, {:.0f} s per run, stack '{}'. Ratios are ops/s relative to policy none\n"
+             "in the same run ('!' marks a corrupt verdict, expected only for none); the kernel columns are ext4 on a\n"
+             "loop device, stable_writes=1 relative to 0.\n\n",
+             a.threads, a.duration, a.stack);
+  fmt::print("{:<8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} | {:>12} {:>12} {:>8}\n", "workload", "none ops/s", "none",
+             "wait", "bounce", "fork", "auto", "ext4 sw=0", "ext4 sw=1", "sw1/sw0");
+  for (const Workload& w : kWorkloads) {
+    const wac::WacRun* none = get(w.name() + "/none");
+    const wac::WacRun* k0 = get(w.name() + "/kernel-sw0");
+    const wac::WacRun* k1 = get(w.name() + "/kernel-sw1");
+    std::string none_ops = none && none->verdict != "unsupported" ? fmt::format("{:.0f}", none->ops_per_s) : "unsup";
+    auto kops = [](const wac::WacRun* k) { return k ? fmt::format("{:.0f}", k->ops_per_s) : std::string("-"); };
+    fmt::print("{:<8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} | {:>12} {:>12} {:>8}\n", w.name(), none_ops,
+               none && none->verdict == "corrupt" ? "corrupt" : (none && none->verdict == "clean" ? "clean" : "-"),
+               Ratio(get(w.name() + "/wait"), none), Ratio(get(w.name() + "/bounce"), none),
+               Ratio(get(w.name() + "/fork"), none), Ratio(get(w.name() + "/auto"), none), kops(k0), kops(k1),
+               Ratio(k1, k0));
+  }
+  if (!kernel_note.empty()) fmt::print("\nkernel baseline skipped: {}\n", kernel_note);
+  fmt::print("\n{}", wac::RunsTable(runs));
+  return 0;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("bench", "policy matrix (A,B at 64K; A at 64M) as ratios to none, beside ext4's "
+                                          "stable_writes cost");
+  auto a = std::make_shared<BenchArgs>();
+  cmd->add_option("--duration", a->duration, "seconds per run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", a->threads, "writer threads")->capture_default_str()->check(CLI::Range(1, 4096));
+  cmd->add_option("--stack", a->stack, "stack spec for the library runs")->capture_default_str();
+  cmd->add_flag("!--no-kernel", a->kernel, "skip the ext4 loop-device baseline");
+  cmd->add_flag("--json", a->json, "JSON report on stdout");
+  cmd->callback([a, &exit_code] { exit_code = RunBench(*a); });
+}
+
+}  // namespace stablecache::cli

@@ -1,0 +1,66 @@
+#include "cli/loop_mount.h"
+
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+namespace stablecache::cli {
+
+namespace {
+// Runs a shell command; returns its stdout, or an error with its status.
+Result<std::string> Run(const std::string& cmd) {
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return Err(Status::FromErrno(errno, "popen " + cmd));
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int rc = ::pclose(p);
+  if (rc != 0) return Err(Status::IoError(fmt::format("'{}' failed ({}): {}", cmd, rc, out)));
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+}  // namespace
+
+Result<std::unique_ptr<LoopMount>> LoopMount::Create(bool stable_writes, uint64_t image_bytes) {
+  if (::geteuid() != 0) return Err(Status::NotSupported("the kernel baseline needs root (loop devices, mount)"));
+  std::unique_ptr<LoopMount> m(new LoopMount);
+  const auto base = std::filesystem::path("/var/tmp") / fmt::format("stablecache-bench-{}-{}", getpid(), stable_writes);
+  m->image_ = base.string() + ".img";
+  m->dir_ = base.string() + ".mnt";
+  {
+    std::ofstream f(m->image_, std::ios::binary | std::ios::trunc);
+    if (!f) return Err(Status::IoError("cannot create " + m->image_));
+  }
+  std::filesystem::resize_file(m->image_, image_bytes);
+  auto loop = Run("losetup -f --show " + m->image_);
+  if (!loop) return Err(loop.error());
+  m->loop_ = *loop;
+  const std::string knob = fmt::format("/sys/block/{}/queue/stable_writes", std::filesystem::path(m->loop_).filename().string());
+  {
+    std::ofstream k(knob);
+    if (!(k << (stable_writes ? "1" : "0")) || !k.flush())
+      return Err(Status::NotSupported(fmt::format("cannot set {}", knob)));
+  }
+  if (auto r = Run("mkfs.ext4 -q -F " + m->loop_); !r) return Err(r.error());
+  std::filesystem::create_directories(m->dir_);
+  if (::mount(m->loop_.c_str(), m->dir_.c_str(), "ext4", 0, nullptr) != 0)
+    return Err(Status::FromErrno(errno, fmt::format("mount {} on {}", m->loop_, m->dir_)));
+  m->mounted_ = true;
+  return m;
+}
+
+LoopMount::~LoopMount() {
+  if (mounted_) ::umount2(dir_.c_str(), 0);
+  if (!loop_.empty()) (void)Run("losetup -d " + loop_);
+  std::error_code ec;
+  std::filesystem::remove(dir_, ec);
+  std::filesystem::remove(image_, ec);
+}
+
+}  // namespace stablecache::cli

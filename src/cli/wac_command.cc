@@ -1,0 +1,96 @@
+// `stablecache wac`: the write-after-checksum torture run (DESIGN.md §4).
+#include <unistd.h>
+
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "stablecache/stack.h"
+#include "wac/report.h"
+#include "wac/wac.h"
+
+namespace stablecache::cli {
+
+namespace {
+
+struct WacArgs {
+  std::string profiles = "all";
+  uint32_t threads = 64;
+  std::string file_size = "64K";
+  double duration = 5;
+  std::string policies = "auto";
+  std::string stack = "verify,integrity,file";
+  std::string target = "stack";
+  bool json = false;
+};
+
+int RunWacCommand(const WacArgs& a) {
+  auto fail = [](const Status& st) {
+    fmt::print(stderr, "stablecache wac: {}\n", st.message());
+    return 2;
+  };
+  auto profiles = wac::ParseProfiles(a.profiles);
+  if (!profiles) return fail(profiles.error().WithContext("--profile"));
+  auto policies = wac::ParsePolicies(a.policies);
+  if (!policies) return fail(policies.error().WithContext("--policy"));
+  auto size = ParseSize(a.file_size);
+  if (!size) return fail(size.error().WithContext("--file-size"));
+  const bool kernel = a.target != "stack";
+  if (kernel) policies = std::vector<StablePolicy>{StablePolicy::kAuto};  // the kernel has its own
+  std::vector<wac::WacRun> runs;
+  const bool tty = isatty(STDERR_FILENO);
+  for (wac::Profile p : *profiles)
+    for (StablePolicy pol : *policies) {
+      wac::WacConfig cfg;
+      cfg.profile = p;
+      cfg.policy = pol;
+      cfg.target = a.target;
+      cfg.stack = a.stack;
+      cfg.threads = a.threads;
+      cfg.file_size = *size;
+      cfg.duration_s = a.duration;
+      std::string label = fmt::format("wac {} {}", wac::ProfileLetter(p), kernel ? "kernel" : PolicyName(pol));
+      wac::Progress progress;
+      if (tty)
+        progress = [&](double t, uint64_t ops) {
+          fmt::print(stderr, "\r{}: {:.0f}/{:.0f} s, {} ops   ", label, t, a.duration, ops);
+        };
+      auto run = wac::RunWac(cfg, progress);
+      if (tty) fmt::print(stderr, "\r{:60}\r", "");
+      if (!run) return fail(run.error().WithContext(label));
+      runs.push_back(std::move(*run));
+    }
+  if (a.json) {
+    nlohmann::json j = {{"runs", nlohmann::json::array()}};
+    for (const auto& r : runs) j["runs"].push_back(wac::RunToJson(r));
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("{}", wac::RunsTable(runs));
+    for (const auto& r : runs)
+      for (const auto& b : r.bad_blocks)
+        fmt::print("  {} {}: block {} {}\n", wac::ProfileLetter(r.profile), r.policy, b.block, b.kind);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddWacCommand(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("wac", "write-after-checksum torture run: proves pages stay stable under I/O");
+  auto a = std::make_shared<WacArgs>();
+  cmd->add_option("--profile", a->profiles, "A,B,...|all  (A write+sync_range, B mapped+msync, C half each, "
+                                            "D C+direct, E A+direct, F B+direct)")
+      ->capture_default_str();
+  cmd->add_option("--threads", a->threads, "writer threads")->capture_default_str()->check(CLI::Range(1, 4096));
+  cmd->add_option("--file-size", a->file_size, "file size, K/M/G suffixes")->capture_default_str();
+  cmd->add_option("--duration", a->duration, "seconds per run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--policy", a->policies, "none,wait,bounce,fork,auto|all")->capture_default_str();
+  cmd->add_option("--stack", a->stack, "stack spec, top to bottom")->capture_default_str();
+  cmd->add_option("--target", a->target, "stack (this library) or a directory on a kernel filesystem")
+      ->capture_default_str();
+  cmd->add_flag("--json", a->json, "JSON report on stdout");
+  cmd->callback([a, &exit_code] { exit_code = RunWacCommand(*a); });
+}
+
+}  // namespace stablecache::cli

@@ -1,0 +1,56 @@
+#include "wac/block_format.h"
+
+#include <isa-l/crc.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace stablecache::wac {
+
+namespace {
+constexpr char kMagic[8] = {'S', 'C', 'W', 'A', 'C', '0', '1', '\0'};
+constexpr size_t kCrcAt = 32, kPayloadAt = 36;
+
+uint32_t BlockCrc(const std::byte* p) {
+  auto* u = reinterpret_cast<unsigned char*>(const_cast<std::byte*>(p));
+  uint32_t c = crc32_iscsi(u, kCrcAt, 0xffffffff);
+  return crc32_iscsi(u + kPayloadAt, kBlockSize - kPayloadAt, c);
+}
+}  // namespace
+
+void FillBlock(const BlockId& id, std::span<std::byte> out) {
+  std::byte* p = out.data();
+  std::memcpy(p, kMagic, 8);
+  std::memcpy(p + 8, &id.block, 8);
+  std::memcpy(p + 16, &id.writer, 4);
+  std::memset(p + 20, 0, 4);
+  std::memcpy(p + 24, &id.seq, 8);
+  uint64_t x = (id.block * 0x9e3779b97f4a7c15ull) ^ (uint64_t{id.writer} << 40) ^ (id.seq * 0xbf58476d1ce4e5b9ull) ^ 1;
+  for (size_t o = kPayloadAt; o < kBlockSize; o += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(p + o, &x, std::min<size_t>(8, kBlockSize - o));
+  }
+  uint32_t crc = BlockCrc(p);
+  std::memcpy(p + kCrcAt, &crc, 4);
+}
+
+ParsedBlock ParseBlock(std::span<const std::byte> in) {
+  const std::byte* p = in.data();
+  ParsedBlock r;
+  if (std::all_of(in.begin(), in.end(), [](std::byte b) { return b == std::byte{0}; })) {
+    r.state = BlockState::kZero;
+    return r;
+  }
+  uint32_t crc;
+  std::memcpy(&crc, p + kCrcAt, 4);
+  if (std::memcmp(p, kMagic, 8) != 0 || crc != BlockCrc(p)) return r;  // torn
+  r.state = BlockState::kValid;
+  std::memcpy(&r.id.block, p + 8, 8);
+  std::memcpy(&r.id.writer, p + 16, 4);
+  std::memcpy(&r.id.seq, p + 24, 8);
+  return r;
+}
+
+}  // namespace stablecache::wac

@@ -1,0 +1,41 @@
+// The self-describing 4 KiB block wac writes, so the tool can judge what it
+// reads back without trusting any layer it tests.
+//
+//   [0, 8)    magic "SCWAC01\0"
+//   [8, 16)   block number the writer meant it for
+//   [16, 20)  writer id
+//   [20, 24)  reserved, zero
+//   [24, 32)  sequence number of this block's content (1, 2, ...)
+//   [32, 36)  CRC32C of bytes [0, 32) and [36, 4096)
+//   [36, 4096) pseudo-random payload derived from (block, writer, seq)
+//
+// A block of all zeros is one never written. Anything else that fails the
+// CRC is torn: bytes of two contents, or garbage.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace stablecache::wac {
+
+inline constexpr size_t kBlockSize = 4096;
+
+struct BlockId {
+  uint64_t block = 0;
+  uint32_t writer = 0;
+  uint64_t seq = 0;
+  bool operator==(const BlockId&) const = default;
+};
+
+// Fills `out` (kBlockSize bytes) with the content for `id`.
+void FillBlock(const BlockId& id, std::span<std::byte> out);
+
+enum class BlockState { kZero, kValid, kTorn };
+struct ParsedBlock {
+  BlockState state = BlockState::kTorn;
+  BlockId id;  // meaningful when kValid
+};
+ParsedBlock ParseBlock(std::span<const std::byte> in);
+
+}  // namespace stablecache::wac

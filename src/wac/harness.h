@@ -1,0 +1,68 @@
+// What both wac targets share: the per-block table that orders writers and
+// remembers the last content of every block, the writer threads, and the
+// judgement of a block read back.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "wac/block_format.h"
+#include "wac/latency_histogram.h"
+#include "wac/wac.h"
+
+namespace stablecache::wac {
+
+class BlockTable {
+ public:
+  explicit BlockTable(uint64_t blocks) : slots_(new Slot[blocks]), blocks_(blocks) {}
+  uint64_t blocks() const { return blocks_; }
+  // Runs store(id) with the block locked and, if it returns OK, records id
+  // as the block's last content. The id's seq is the block's next one.
+  Status Store(uint64_t block, uint32_t writer, const std::function<Status(const BlockId&)>& store);
+  // The last content stored, if any. Call after the writers stopped.
+  std::optional<BlockId> Last(uint64_t block) const;
+
+ private:
+  struct Slot {
+    std::mutex mu;
+    BlockId last;  // GUARDED_BY(mu); seq 0: never written
+  };
+  std::unique_ptr<Slot[]> slots_;
+  uint64_t blocks_;
+};
+
+struct WriterStats {
+  uint64_t ops = 0;
+  LatencyHistogram store_latency;  // of the store itself, the writer's wait
+  double elapsed_s = 0;
+};
+
+// One writer step: store one block. Returns an error to stop the run.
+using WriterStep = std::function<Status(uint32_t writer, std::mt19937_64& rng, LatencyHistogram& latency)>;
+
+// Runs `threads` writers until `duration_s` passes or one fails; reports
+// progress once a second. The first error wins.
+Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progress& progress, const WriterStep& step);
+
+// Judges a block read back against the last content stored in it. Returns
+// the violation kind, or nothing when it matches.
+std::optional<std::string> JudgeReadback(uint64_t block, const std::optional<BlockId>& last,
+                                         std::span<const std::byte> got);
+
+// Judges device content seen while the run goes on: any complete content
+// of this block (or zeros) is fine, since the device may lag the cache.
+std::optional<std::string> JudgeLive(uint64_t block, std::span<const std::byte> got);
+
+// Adds a bad block to the run (keeps the first 32).
+void NoteBadBlock(WacRun& run, uint64_t block, std::string kind);
+
+// Nanoseconds since an arbitrary epoch.
+uint64_t NowNs();
+
+}  // namespace stablecache::wac

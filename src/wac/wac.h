@@ -1,0 +1,98 @@
+// wac: the write-after-checksum torture run (seed 004), against this
+// library ("stack" target) or a kernel filesystem (a directory target).
+//
+// Writers scribble self-describing blocks (block_format.h) on a small hot
+// file while syncs race writeback. Writers of one block are ordered by a
+// per-block lock inside the tool, so it knows the last content of every
+// block; they still hammer the same few pages. The tool trusts no layer it
+// tests: on the library target a checker re-reads blocks from the device
+// while the run goes on (catching what a later writeback would cover up),
+// and every run ends with a read-back that bypasses all caches and a scrub.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stablecache/cache.h"
+#include "stablecache/status.h"
+
+namespace stablecache::wac {
+
+// A: write()+sync_range. B: mapped writers+msync. C: half of each.
+// D: C with direct-I/O writers. E: A with direct I/O. F: B on a file opened
+// for direct I/O.
+enum class Profile : uint8_t { kA, kB, kC, kD, kE, kF };
+char ProfileLetter(Profile p);
+std::string ProfileDescription(Profile p);
+// "A,C", "all" -> profiles; errors name the bad letter.
+[[nodiscard]] Result<std::vector<Profile>> ParseProfiles(std::string_view text);
+// "none,fork", "all" -> policies.
+[[nodiscard]] Result<std::vector<StablePolicy>> ParsePolicies(std::string_view text);
+
+struct WacConfig {
+  Profile profile = Profile::kA;
+  StablePolicy policy = StablePolicy::kAuto;
+  std::string target = "stack";  // "stack" or a directory on a kernel filesystem
+  std::string stack = "verify,integrity,file";
+  uint32_t threads = 64;
+  uint64_t file_size = 64 << 10;
+  double duration_s = 5;
+  bool live_checker = true;       // library target only
+  std::string progress_label;     // shown on stderr when it is a terminal
+};
+
+// A violation the tool saw, by block number.
+struct BadBlock {
+  uint64_t block;
+  std::string kind;  // torn, stale, lost, misdirected, integrity, diverged, parity, unreadable
+};
+
+struct Violations {
+  uint64_t modified_in_flight = 0;  // verify layers: blocks changed during a write
+  uint64_t integrity_errors = 0;    // integrity layers (and kernel EIO on read-back)
+  uint64_t mirror_divergence = 0;   // scrub
+  uint64_t parity_mismatch = 0;     // scrub
+  uint64_t readback_mismatch = 0;   // final read-back != last content written
+  uint64_t torn_live = 0;           // live checker: torn or misdirected device content
+  uint64_t total() const {
+    return modified_in_flight + integrity_errors + mirror_divergence + parity_mismatch + readback_mismatch +
+           torn_live;
+  }
+};
+
+struct WacRun {
+  Profile profile;
+  std::string policy;            // as asked ("auto")
+  std::string effective_policy;  // what ran ("fork"); "kernel" on a directory
+  std::string target, stack;
+  uint32_t threads = 0;
+  uint64_t file_size = 0;
+  double duration_s = 0;
+  uint64_t ops = 0;
+  double ops_per_s = 0;
+  uint64_t bytes_written = 0;
+  uint64_t bytes_bounced = 0;
+  double writer_wait_p99_us = 0;  // p99 of a writer's store (write(), or the mapped store) latency
+  uint64_t stable_waits = 0, forks = 0;
+  uint64_t checker_reads = 0;     // live checker block reads
+  Violations violations;
+  std::vector<BadBlock> bad_blocks;  // the first few, by block number
+  std::string verdict;               // clean, corrupt, unsupported
+  std::string note;                  // why unsupported, or what was bypassed
+};
+
+using Progress = std::function<void(double elapsed_s, uint64_t ops)>;
+
+// Runs one profile under one policy. An unsupported combination returns a
+// run whose verdict is "unsupported" and whose note says why. Errors: bad
+// config (kInvalidArgument), I/O errors of the run itself.
+[[nodiscard]] Result<WacRun> RunWac(const WacConfig& cfg, const Progress& progress = {});
+
+// The two targets, for RunWac.
+[[nodiscard]] Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress);
+[[nodiscard]] Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress);
+
+}  // namespace stablecache::wac
