@@ -85,12 +85,19 @@ class BlockDevice {
   virtual void CollectStats(std::vector<LayerStats>& out) const = 0;
 
   // Checks every redundant layer from here down (mirror legs agree, parity
-  // matches its data) by reading the whole device, and adds what it finds
-  // to `report`. Reports, never repairs. Layers without redundancy forward
-  // it down; leaves do nothing. REQUIRES: no writes in flight meanwhile
-  // (a write racing the scrub would look like a divergence). Returns an
-  // error only when the scrub itself could not run.
-  virtual Status Scrub(ScrubReport& report) { (void)report; return Status::Ok(); }
+  // matches its data) for the blocks of [offset, offset + len), and adds
+  // what it finds to `report`. Reports, never repairs. Each redundant layer
+  // holds its own range lock over what it checks, so writes elsewhere (a
+  // parity stripe's other blocks) may run meanwhile. Layers without
+  // redundancy forward it down; leaves do nothing. REQUIRES: no write of
+  // the range itself in flight (it would look like a divergence). Returns
+  // an error only when the scrub itself could not run.
+  virtual Status ScrubRange(uint64_t offset, uint64_t len, ScrubReport& report) {
+    (void)offset, (void)len, (void)report;
+    return Status::Ok();
+  }
+  // The whole device.
+  Status Scrub(ScrubReport& report) { return ScrubRange(0, Info().size_bytes, report); }
 };
 
 // Validates a bio against a device's Info: range, alignment, segment sizes.

@@ -121,8 +121,10 @@ class File {
   // checked). Each page is locked and any write of it in flight is waited
   // for first, so the read never races a writeback of those pages; dirty
   // pages stay dirty and their newer bytes are not returned. For checkers
-  // and scrubbers. REQUIRES: offset and size multiples of 4096.
-  virtual Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out) = 0;
+  // and scrubbers. With `scrub`, each page's blocks are also scrubbed in
+  // every redundant layer (BlockDevice::ScrubRange) while it is locked.
+  // REQUIRES: offset and size multiples of 4096.
+  virtual Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub = nullptr) = 0;
 };
 
 }  // namespace stablecache

@@ -39,9 +39,12 @@ class FanoutDevice : public BlockDevice {
       }
     }
   }
-  Status Scrub(ScrubReport& report) override {
-    for (const auto& l : legs_) SC_RETURN_IF_ERROR(l->Scrub(report));
-    return ScrubSelf(report);
+  Status ScrubRange(uint64_t offset, uint64_t len, ScrubReport& report) override {
+    len = std::min(len, info_.size_bytes - std::min(offset, info_.size_bytes));
+    if (len == 0) return Status::Ok();
+    auto [leg_offset, leg_len] = LegRange(offset, len);
+    for (const auto& l : legs_) SC_RETURN_IF_ERROR(l->ScrubRange(leg_offset, leg_len, report));
+    return ScrubSelf(offset, len, report);
   }
   size_t leg_count() const { return legs_.size(); }
   BlockDevice& leg(size_t i) const { return *legs_[i]; }
@@ -54,7 +57,10 @@ class FanoutDevice : public BlockDevice {
     info_.logical_block_size = 4096;
     for (const auto& l : legs_) info_.logical_block_size = std::max(info_.logical_block_size, l->Info().logical_block_size);
   }
-  virtual Status ScrubSelf(ScrubReport& report) = 0;
+  // The byte range on every leg that holds [offset, offset + len).
+  virtual std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const = 0;
+  // Checks this layer's redundancy for the range (clipped to the device).
+  virtual Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) = 0;
 
   // Sends a flush to every leg; the bio completes when all have.
   void FlushAll(BioPtr flush) {

@@ -1,6 +1,8 @@
 #include "block/range_lock.h"
 
+#include <atomic>
 #include <cassert>
+#include <memory>
 #include <vector>
 
 namespace stablecache {
@@ -51,6 +53,19 @@ void RangeLock::Release(Ticket t) {
     }
   }
   for (auto& [ticket, fn] : run) fn(ticket);
+}
+
+RangeLock::Ticket RangeLock::AcquireSync(uint64_t begin, uint64_t end) {
+  auto granted = std::make_shared<std::atomic<Ticket>>(0);
+  Acquire(begin, end, [granted](Ticket t) {
+    granted->store(t, std::memory_order_release);
+    granted->notify_all();
+  });
+  for (;;) {
+    Ticket t = granted->load(std::memory_order_acquire);
+    if (t != 0) return t;
+    granted->wait(0, std::memory_order_acquire);
+  }
 }
 
 size_t RangeLock::HeldCount() const {

@@ -24,6 +24,9 @@ class RangeLock {
   using Granted = std::function<void(Ticket)>;
 
   void Acquire(uint64_t begin, uint64_t end, Granted fn);
+  // Blocks the calling thread until granted. Not from a completion or a
+  // granted callback: it could wait on a lock its own thread must release.
+  Ticket AcquireSync(uint64_t begin, uint64_t end);
   void Release(Ticket t);
   size_t HeldCount() const;
 

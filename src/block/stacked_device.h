@@ -27,7 +27,9 @@ class StackedDevice : public BlockDevice {
     out.push_back(counters_.Snapshot(info_.name));
     lower_->CollectStats(out);
   }
-  Status Scrub(ScrubReport& report) override { return lower_->Scrub(report); }
+  Status ScrubRange(uint64_t offset, uint64_t len, ScrubReport& report) override {
+    return lower_->ScrubRange(offset, len, report);
+  }
   BlockDevice& lower() const { return *lower_; }
 
  protected:

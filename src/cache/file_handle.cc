@@ -54,7 +54,7 @@ Result<size_t> FileHandle::Read(uint64_t offset, std::span<std::byte> buf) {
   return n;
 }
 
-Status FileHandle::ReadBypassingCache(uint64_t offset, std::span<std::byte> out) {
+Status FileHandle::ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub) {
   SC_RETURN_IF_ERROR(CheckRange("read from device", offset, out.size()));
   if (offset % kFrameSize != 0 || out.size() % kFrameSize != 0)
     return Status::InvalidArgument(
@@ -82,6 +82,7 @@ Status FileHandle::ReadBypassingCache(uint64_t offset, std::span<std::byte> out)
     Page* p = page->get();
     while (PageRef prior = as.InFlight(idx)) prior->WaitWriteback();
     Status st = ReadSync(as.device(), idx << 12, out.data() + done, kFrameSize);
+    if (scrub) st.Update(as.device().ScrubRange(idx << 12, kFrameSize, *scrub));
     if (created) as.DetachLocked(p);  // never filled: nobody may see it
     p->Unlock();
     SC_RETURN_IF_ERROR(st);

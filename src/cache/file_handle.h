@@ -24,7 +24,7 @@ class FileHandle final : public File {
   Result<uint64_t> Size() const override;
   Status Close() override;
   StablePolicy EffectivePolicy() const override { return as_->policy(); }
-  Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out) override;
+  Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub) override;
 
  private:
   Status CheckOpen(const char* op) const;

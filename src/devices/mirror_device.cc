@@ -144,10 +144,14 @@ void MirrorDevice::Repair(std::shared_ptr<Read> r, size_t good_leg) {
   join->Arm();
 }
 
-Status MirrorDevice::ScrubSelf(ScrubReport& report) {
-  for (uint64_t off = 0; off < info_.size_bytes; off += kScrubChunk) {
-    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(kScrubChunk, info_.size_bytes - off));
-    SC_RETURN_IF_ERROR(ScrubChunk(off, len, report));
+Status MirrorDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) {
+  const uint64_t end = (offset + len + kBlock - 1) / kBlock * kBlock;
+  for (uint64_t off = offset / kBlock * kBlock; off < end; off += kScrubChunk) {
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kScrubChunk, end - off));
+    RangeLock::Ticket t = locks_.AcquireSync(off, off + n);  // no write or repair of it meanwhile
+    Status st = ScrubChunk(off, n, report);
+    locks_.Release(t);
+    SC_RETURN_IF_ERROR(st);
   }
   return Status::Ok();
 }

@@ -42,7 +42,8 @@ class MirrorDevice final : public FanoutDevice {
   void ReadFromLeg(std::shared_ptr<Read> r, size_t leg);
   void LegReadDone(std::shared_ptr<Read> r, size_t leg, Status st);
   void Repair(std::shared_ptr<Read> r, size_t good_leg);
-  Status ScrubSelf(ScrubReport& report) override;
+  std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const override { return {offset, len}; }
+  Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) override;
   Status ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& report);
 
   RangeLock locks_;

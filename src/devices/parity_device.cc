@@ -307,14 +307,30 @@ void ParityDevice::FinishRebuild(std::shared_ptr<ReadOp> op) {
 
 // ---- scrub ----------------------------------------------------------------
 
-Status ParityDevice::ScrubSelf(ScrubReport& report) {
+std::pair<uint64_t, uint64_t> ParityDevice::StripeRange(uint64_t offset, uint64_t len) const {
+  const uint64_t k = data_legs();
+  return {offset / kChunk / k, ((offset + len + kChunk - 1) / kChunk + k - 1) / k};
+}
+
+std::pair<uint64_t, uint64_t> ParityDevice::LegRange(uint64_t offset, uint64_t len) const {
+  auto [first, end] = StripeRange(offset, len);
+  return {first * kChunk, (end - first) * kChunk};
+}
+
+Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) {
   const size_t n = legs_.size();
-  const uint64_t stripes = info_.size_bytes / kChunk / data_legs();
+  auto [first, end] = StripeRange(offset, len);
   std::vector<std::shared_ptr<std::byte>> bufs(n);
   for (auto& b : bufs) b = AllocAligned(kScrubStripes * kChunk);
   std::vector<void*> vec(n);
-  for (uint64_t s0 = 0; s0 < stripes; s0 += kScrubStripes) {
-    const uint64_t count = std::min(kScrubStripes, stripes - s0);
+  for (uint64_t s0 = first; s0 < end; s0 += kScrubStripes) {
+    const uint64_t count = std::min(kScrubStripes, end - s0);
+    // No write may update these stripes while we compare them.
+    struct Unlock {
+      RangeLock& l;
+      RangeLock::Ticket t;
+      ~Unlock() { l.Release(t); }
+    } unlock{stripe_locks_, stripe_locks_.AcquireSync(s0, s0 + count)};
     std::vector<bool> readable(count, true);
     for (size_t leg = 0; leg < n; leg++) {
       if (ReadSync(*legs_[leg], s0 * kChunk, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;

@@ -60,7 +60,9 @@ class ParityDevice final : public FanoutDevice {
   void Rebuild(std::shared_ptr<ReadOp> op);
   void RebuildRead(std::shared_ptr<ReadOp> op);
   void FinishRebuild(std::shared_ptr<ReadOp> op);
-  Status ScrubSelf(ScrubReport& report) override;
+  std::pair<uint64_t, uint64_t> StripeRange(uint64_t offset, uint64_t len) const;  // [first, end)
+  std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const override;
+  Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) override;
 
   RangeLock stripe_locks_;  // ranges in stripe numbers
 };

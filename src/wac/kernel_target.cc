@@ -71,7 +71,7 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
     return Err(Status::InvalidArgument(fmt::format("--target '{}' is not a directory (use 'stack' or a directory)", cfg.target)));
   WacRun run;
   run.profile = cfg.profile;
-  run.policy = PolicyName(cfg.policy);
+  run.policy = "kernel";  // the kernel's own stable-pages rule, whatever was asked
   run.effective_policy = "kernel";
   run.target = cfg.target;
   run.stack = "kernel";

@@ -54,17 +54,26 @@ class LiveChecker {
     if (thread_.joinable()) thread_.join();
   }
   uint64_t reads() const { return reads_; }
+  uint64_t mirror_divergence() const { return mirror_divergence_; }
+  uint64_t parity_mismatch() const { return parity_mismatch_; }
   const std::vector<std::pair<uint64_t, std::string>>& findings() const { return findings_; }
   const Status& error() const { return error_; }
 
  private:
   void Run() {
     std::mt19937_64 rng(42);
-    std::vector<std::byte> buf(kBlockSize);
+    alignas(4096) std::byte buf[kBlockSize];
     while (!stop_.load(std::memory_order_relaxed)) {
       uint64_t b = rng() % blocks_;
-      Status st = file_.ReadBypassingCache(b * kBlockSize, buf);
+      ScrubReport scrub;
+      Status st = file_.ReadBypassingCache(b * kBlockSize, buf, &scrub);
       reads_++;
+      mirror_divergence_ += scrub.mirror_divergence;
+      parity_mismatch_ += scrub.parity_mismatch;
+      for (const ScrubFinding& f : scrub.findings)
+        findings_.emplace_back(f.block, f.kind == ScrubFinding::Kind::kMirrorDivergence ? "diverged"
+                                        : f.kind == ScrubFinding::Kind::kParityMismatch ? "parity"
+                                                                                        : "unreadable");
       if (st.code() == Code::kIntegrityError) {
         findings_.emplace_back(b, "integrity");  // the layer counted it too
       } else if (!st.ok()) {
@@ -81,7 +90,7 @@ class LiveChecker {
   File& file_;
   uint64_t blocks_;
   std::atomic<bool> stop_{false};
-  uint64_t reads_ = 0;
+  uint64_t reads_ = 0, mirror_divergence_ = 0, parity_mismatch_ = 0;
   std::vector<std::pair<uint64_t, std::string>> findings_;
   Status error_;
   std::thread thread_;
@@ -154,12 +163,12 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   if (checker) {
     run.checker_reads = checker->reads();
     for (const auto& [b, kind] : checker->findings()) {
-      if (kind != "integrity") run.violations.torn_live++;
+      if (kind == "torn" || kind == "misdirected") run.violations.torn_live++;
       NoteBadBlock(run, b, "live:" + kind);
     }
   }
   // Read-back: every block from the device, past the cache, after the sync.
-  std::vector<std::byte> buf(kBlockSize);
+  alignas(4096) std::byte buf[kBlockSize];
   for (uint64_t b = 0; b < blocks; b++) {
     Status st = f.ReadBypassingCache(b * kBlockSize, buf);
     std::optional<std::string> bad;
@@ -172,8 +181,8 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   }
   ScrubReport scrub;
   SC_RETURN_UNEXPECTED_IF_ERROR((*dev)->Scrub(scrub));
-  run.violations.mirror_divergence = scrub.mirror_divergence;
-  run.violations.parity_mismatch = scrub.parity_mismatch;
+  run.violations.mirror_divergence = scrub.mirror_divergence + (checker ? checker->mirror_divergence() : 0);
+  run.violations.parity_mismatch = scrub.parity_mismatch + (checker ? checker->parity_mismatch() : 0);
   for (const ScrubFinding& s : scrub.findings)
     NoteBadBlock(run, s.block, s.kind == ScrubFinding::Kind::kMirrorDivergence ? "scrub:diverged"
                                : s.kind == ScrubFinding::Kind::kParityMismatch ? "scrub:parity"
