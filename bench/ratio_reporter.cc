@@ -17,7 +17,7 @@ void RatioReporter::ReportRuns(const std::vector<Run>& runs) {
 
 void RatioReporter::Finalize() {
   ConsoleReporter::Finalize();
-  fmt::print("\n{:<44} {:>12} {:>12} {:>8}\n", "comparison (same run)", "ours", "baseline", "speedup");
+  fmt::print("\n{:<44} {:>12} {:>12} {:>8}\n", "comparison (same run)", "ours", "baseline", ratio_title_);
   for (const auto& [label, ours, base] : pairs_) {
     auto a = ns_per_iter_.find(ours), b = ns_per_iter_.find(base);
     if (a == ns_per_iter_.end() || b == ns_per_iter_.end()) continue;

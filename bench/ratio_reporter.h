@@ -13,6 +13,7 @@ namespace stablecache::bench {
 
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  explicit RatioReporter(std::string ratio_title = "speedup") : ratio_title_(std::move(ratio_title)) {}
   // Each pair: (label, numerator benchmark, denominator benchmark); the
   // ratio printed is time(denominator) / time(numerator), i.e. how many
   // times faster the numerator is.
@@ -21,6 +22,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void Finalize() override;
 
  private:
+  std::string ratio_title_;
   std::map<std::string, double> ns_per_iter_;
   std::vector<std::tuple<std::string, std::string, std::string>> pairs_;
 };

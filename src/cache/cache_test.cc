@@ -60,6 +60,28 @@ TEST(Cache, SyncPutsTheBytesOnTheDevice) {
   EXPECT_EQ(f.cache->Stats().dirty_pages, 0u);
 }
 
+TEST(Cache, ReadBypassingCacheReturnsWhatTheDeviceHolds) {
+  auto f = Make();
+  auto a = Pattern(8192, 21), b = Pattern(8192, 22);
+  ASSERT_TRUE(f.file->Write(0, a));
+  ASSERT_TRUE(f.file->Sync().ok());
+  ASSERT_TRUE(f.file->Write(0, b));  // dirty, not yet on the device
+  std::vector<std::byte> got(8192);
+  ASSERT_TRUE(f.file->ReadBypassingCache(0, got).ok());
+  EXPECT_EQ(got, a);
+  ASSERT_TRUE(f.file->Read(0, got));
+  EXPECT_EQ(got, b);  // the cache still serves the newer bytes
+  EXPECT_EQ(f.cache->Stats().dirty_pages, 2u);  // and they stay dirty
+  ASSERT_TRUE(f.file->Sync().ok());
+  ASSERT_TRUE(f.file->ReadBypassingCache(0, got).ok());
+  EXPECT_EQ(got, b);
+  // Pages never cached are read too, and leave nothing behind.
+  std::vector<std::byte> far(4096);
+  ASSERT_TRUE(f.file->ReadBypassingCache(40960, far).ok());
+  EXPECT_EQ(far, std::vector<std::byte>(4096));
+  EXPECT_EQ(f.file->ReadBypassingCache(100, far).code(), Code::kInvalidArgument);
+}
+
 TEST(Cache, HolesExposedByExtensionAreZeroOnTheDeviceAfterSync) {
   auto f = Make();
   auto data = Pattern(4 * 4096, 6);
