@@ -178,10 +178,18 @@ void FileDevice::FinishOp(Op* op, int res) {
   Request* req = op->req;
   const BioOp kind = req->bio->op;
   Status st;
+  if (res == -ECANCELED) {
+    // io_uring cancels work it punted to its io-wq workers when the thread
+    // that submitted it exits (a writer thread that ran a sync_range, then
+    // ended). The bio is still ours to finish: do it here, synchronously.
+    if (kind == BioOp::kFlush) res = fdatasync(req->fd) == 0 ? 0 : -errno;
+    else res = 0;  // nothing transferred: the loop below does it all
+  }
   if (res < 0) {
     st = Status::FromErrno(-res, fmt::format("{} {} at offset {}", kind == BioOp::kWrite ? "write" : kind == BioOp::kRead ? "read" : "fdatasync", path_, op->offset));
   } else if (kind != BioOp::kFlush) {
-    // Finish a short transfer synchronously (rare: signals, EOF of a file).
+    // Finish a short transfer synchronously (rare: signals, EOF of a file,
+    // a cancelled request).
     uint64_t want = 0;
     for (auto& v : op->iov) want += v.iov_len;
     uint64_t done = static_cast<uint64_t>(res);

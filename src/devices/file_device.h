@@ -5,7 +5,8 @@
 // with RegisterMemory) or a single readv/writev, all submitted in one
 // io_uring_enter. Aligned bios use an O_DIRECT descriptor when the file
 // system allows it; others use a buffered one. A reaper thread completes
-// bios. Short transfers are finished synchronously; errors become Status
+// bios. Short transfers, and requests io_uring cancelled because the
+// submitting thread exited, are finished synchronously; errors become Status
 // values naming the file, op and offset. Thread-safe.
 #pragma once
 
