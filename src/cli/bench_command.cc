@@ -19,7 +19,8 @@ namespace stablecache::cli {
 namespace {
 
 struct BenchArgs {
-  double duration = 3;
+  double duration = 3;  // per configuration, split over the rounds
+  unsigned rounds = 3;
   uint32_t threads = 64;
   std::string stack = "verify,integrity,file";
   bool kernel = true;
@@ -47,9 +48,12 @@ std::string Ratio(const wac::WacRun* run, const wac::WacRun* base) {
 
 int RunBench(const BenchArgs& a) {
   const bool tty = isatty(STDERR_FILENO);
-  std::vector<wac::WacRun> runs;
-  std::map<std::string, const wac::WacRun*> by;  // "A 64K/none", "A 64K/kernel-sw1"
-  auto one = [&](const Workload& w, StablePolicy pol, const std::string& target, const std::string& key) -> Status {
+  // Every configuration runs once per round and the rounds interleave, so
+  // drift of a noisy machine spreads over all of them alike.
+  std::vector<std::string> keys;                // in first-run order
+  std::map<std::string, wac::WacRun> by;        // "A 64K/none", "A 64K/kernel-sw1"
+  const double slice = a.duration / a.rounds;
+  auto one = [&](const Workload& w, StablePolicy pol, const std::string& target, const std::string& label) -> Status {
     wac::WacConfig cfg;
     cfg.profile = w.profile;
     cfg.policy = pol;
@@ -57,45 +61,45 @@ int RunBench(const BenchArgs& a) {
     cfg.stack = a.stack;
     cfg.threads = a.threads;
     cfg.file_size = w.file_size;
-    cfg.duration_s = a.duration;
+    cfg.duration_s = slice;
     cfg.live_checker = false;  // measure the writers; the read-back and scrub still judge
-    if (tty) fmt::print(stderr, "\rbench {} {}...{:20}", w.name(), key, "");
+    const std::string key = w.name() + "/" + label;
+    if (tty) fmt::print(stderr, "\rbench {}...{:30}", key, "");
     auto r = wac::RunWac(cfg);
-    if (!r) return r.error().WithContext(fmt::format("bench {} {}", w.name(), key));
-    runs.push_back(std::move(*r));
+    if (!r) return r.error().WithContext("bench " + key);
+    auto [it, fresh] = by.try_emplace(key, *r);
+    if (fresh) keys.push_back(key);
+    else wac::CombineRuns(it->second, *r);
     return Status::Ok();
   };
-  std::vector<std::string> keys;
-  for (const Workload& w : kWorkloads)
-    for (StablePolicy p : kPolicies) {
-      if (Status st = one(w, p, "stack", PolicyName(p)); !st.ok()) {
+  std::vector<std::unique_ptr<LoopMount>> mounts;  // stable_writes 0 and 1
+  std::string kernel_note;
+  if (a.kernel)
+    for (bool sw : {false, true}) {
+      auto m = LoopMount::Create(sw, 1ull << 30);
+      if (!m) {
+        kernel_note = m.error().message();
+        mounts.clear();
+        break;
+      }
+      mounts.push_back(std::move(*m));
+    }
+  for (unsigned round = 0; round < a.rounds; round++)
+    for (const Workload& w : kWorkloads) {
+      Status st;
+      for (StablePolicy p : kPolicies) st.Update(one(w, p, "stack", PolicyName(p)));
+      for (size_t i = 0; i < mounts.size(); i++) st.Update(one(w, StablePolicy::kAuto, mounts[i]->dir(), i ? "kernel-sw1" : "kernel-sw0"));
+      if (!st.ok()) {
         fmt::print(stderr, "stablecache bench: {}\n", st.message());
         return 2;
       }
-      keys.push_back(w.name() + "/" + PolicyName(p));
     }
-  std::string kernel_note;
-  if (a.kernel) {
-    for (bool sw : {false, true}) {
-      auto mnt = LoopMount::Create(sw, 1ull << 30);
-      if (!mnt) {
-        kernel_note = mnt.error().message();
-        break;
-      }
-      for (const Workload& w : kWorkloads) {
-        if (Status st = one(w, StablePolicy::kAuto, (*mnt)->dir(), sw ? "kernel-sw1" : "kernel-sw0"); !st.ok()) {
-          fmt::print(stderr, "stablecache bench: {}\n", st.message());
-          return 2;
-        }
-        keys.push_back(w.name() + (sw ? "/kernel-sw1" : "/kernel-sw0"));
-      }
-    }
-  }
+  std::vector<wac::WacRun> runs;
+  for (const auto& k : keys) runs.push_back(by.at(k));
   if (tty) fmt::print(stderr, "\r{:70}\r", "");
-  for (size_t i = 0; i < runs.size(); i++) by[keys[i]] = &runs[i];
   auto get = [&](const std::string& k) -> const wac::WacRun* {
     auto it = by.find(k);
-    return it == by.end() ? nullptr : it->second;
+    return it == by.end() ? nullptr : &it->second;
   };
 
   if (a.json) {
@@ -114,10 +118,10 @@ int RunBench(const BenchArgs& a) {
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("stablecache bench: {} threads, {:.0f} s per run, stack '{}'. Ratios are ops/s relative to policy none\n"
-             "in the same run ('!' marks a corrupt verdict, expected only for none); the kernel columns are ext4 on a\n"
-             "loop device, stable_writes=1 relative to 0.\n\n",
-             a.threads, a.duration, a.stack);
+  fmt::print("stablecache bench: {} threads, {:g} s per configuration in {} interleaved rounds, stack '{}'.\n"
+             "Ratios are ops/s relative to policy none in the same run ('!' marks a corrupt verdict, expected only\n"
+             "for none); the kernel columns are ext4 on a loop device, stable_writes=1 relative to 0.\n\n",
+             a.threads, a.duration, a.rounds, a.stack);
   fmt::print("{:<8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} | {:>12} {:>12} {:>8}\n", "workload", "none ops/s", "none",
              "wait", "bounce", "fork", "auto", "ext4 sw=0", "ext4 sw=1", "sw1/sw0");
   for (const Workload& w : kWorkloads) {
@@ -144,6 +148,9 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
                                           "stable_writes cost");
   auto a = std::make_shared<BenchArgs>();
   cmd->add_option("--duration", a->duration, "seconds per run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--rounds", a->rounds, "interleaved rounds the duration is split over")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   cmd->add_option("--threads", a->threads, "writer threads")->capture_default_str()->check(CLI::Range(1, 4096));
   cmd->add_option("--stack", a->stack, "stack spec for the library runs")->capture_default_str();
   cmd->add_flag("!--no-kernel", a->kernel, "skip the ext4 loop-device baseline");

@@ -67,9 +67,15 @@ int RunWacCommand(const WacArgs& a) {
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("{}", wac::RunsTable(runs));
-    for (const auto& r : runs)
-      for (const auto& b : r.bad_blocks)
-        fmt::print("  {} {}: block {} {}\n", wac::ProfileLetter(r.profile), r.policy, b.block, b.kind);
+    for (const auto& r : runs) {
+      // The first few findings by block number; --json lists up to 32.
+      constexpr size_t kShown = 6;
+      for (size_t i = 0; i < r.bad_blocks.size() && i < kShown; i++)
+        fmt::print("  {} {}: block {} {}\n", wac::ProfileLetter(r.profile), r.policy, r.bad_blocks[i].block,
+                   r.bad_blocks[i].kind);
+      if (r.bad_blocks.size() > kShown)
+        fmt::print("  {} {}: ... {} violations in all\n", wac::ProfileLetter(r.profile), r.policy, r.violations.total());
+    }
   }
   return 0;
 }

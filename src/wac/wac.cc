@@ -1,5 +1,7 @@
 #include "wac/wac.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace stablecache::wac {
@@ -62,6 +64,30 @@ Result<std::vector<StablePolicy>> ParsePolicies(std::string_view text) {
     out.push_back(*p);
   }
   return out;
+}
+
+void CombineRuns(WacRun& into, const WacRun& more) {
+  if (more.verdict == "unsupported") return;
+  into.duration_s += more.duration_s;
+  into.ops += more.ops;
+  into.ops_per_s = into.duration_s > 0 ? static_cast<double>(into.ops) / into.duration_s : 0;
+  into.bytes_written += more.bytes_written;
+  into.bytes_bounced += more.bytes_bounced;
+  into.writer_wait_p99_us = std::max(into.writer_wait_p99_us, more.writer_wait_p99_us);
+  into.stable_waits += more.stable_waits;
+  into.forks += more.forks;
+  into.checker_reads += more.checker_reads;
+  Violations& v = into.violations;
+  const Violations& m = more.violations;
+  v.modified_in_flight += m.modified_in_flight;
+  v.integrity_errors += m.integrity_errors;
+  v.mirror_divergence += m.mirror_divergence;
+  v.parity_mismatch += m.parity_mismatch;
+  v.readback_mismatch += m.readback_mismatch;
+  v.torn_live += m.torn_live;
+  for (const BadBlock& b : more.bad_blocks)
+    if (into.bad_blocks.size() < 32) into.bad_blocks.push_back(b);
+  if (more.verdict == "corrupt") into.verdict = "corrupt";
 }
 
 Result<WacRun> RunWac(const WacConfig& cfg, const Progress& progress) {

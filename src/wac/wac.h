@@ -84,6 +84,11 @@ struct WacRun {
   std::string note;                  // why unsupported, or what was bypassed
 };
 
+// Folds a later run of the same configuration into `into` (interleaved
+// rounds of a benchmark): counts add up, p99 is the worst round's, the
+// verdict is the worst one.
+void CombineRuns(WacRun& into, const WacRun& more);
+
 using Progress = std::function<void(double elapsed_s, uint64_t ops)>;
 
 // Runs one profile under one policy. An unsupported combination returns a
