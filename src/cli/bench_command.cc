@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/loop_mount.h"
 #include "stablecache/stack.h"
+#include "wac/interleave.h"
 #include "wac/report.h"
 #include "wac/wac.h"
 
@@ -19,7 +20,7 @@ namespace stablecache::cli {
 namespace {
 
 struct BenchArgs {
-  double duration = 3;  // per configuration, split over the rounds
+  double duration = 6;  // per configuration, split over the rounds
   unsigned rounds = 3;
   uint32_t threads = 64;
   std::string stack = "verify,integrity,file";
@@ -48,30 +49,6 @@ std::string Ratio(const wac::WacRun* run, const wac::WacRun* base) {
 
 int RunBench(const BenchArgs& a) {
   const bool tty = isatty(STDERR_FILENO);
-  // Every configuration runs once per round and the rounds interleave, so
-  // drift of a noisy machine spreads over all of them alike.
-  std::vector<std::string> keys;                // in first-run order
-  std::map<std::string, wac::WacRun> by;        // "A 64K/none", "A 64K/kernel-sw1"
-  const double slice = a.duration / a.rounds;
-  auto one = [&](const Workload& w, StablePolicy pol, const std::string& target, const std::string& label) -> Status {
-    wac::WacConfig cfg;
-    cfg.profile = w.profile;
-    cfg.policy = pol;
-    cfg.target = target;
-    cfg.stack = a.stack;
-    cfg.threads = a.threads;
-    cfg.file_size = w.file_size;
-    cfg.duration_s = slice;
-    cfg.live_checker = false;  // measure the writers; the read-back and scrub still judge
-    const std::string key = w.name() + "/" + label;
-    if (tty) fmt::print(stderr, "\rbench {}...{:30}", key, "");
-    auto r = wac::RunWac(cfg);
-    if (!r) return r.error().WithContext("bench " + key);
-    auto [it, fresh] = by.try_emplace(key, *r);
-    if (fresh) keys.push_back(key);
-    else wac::CombineRuns(it->second, *r);
-    return Status::Ok();
-  };
   std::vector<std::unique_ptr<LoopMount>> mounts;  // stable_writes 0 and 1
   std::string kernel_note;
   if (a.kernel)
@@ -84,16 +61,36 @@ int RunBench(const BenchArgs& a) {
       }
       mounts.push_back(std::move(*m));
     }
-  for (unsigned round = 0; round < a.rounds; round++)
-    for (const Workload& w : kWorkloads) {
-      Status st;
-      for (StablePolicy p : kPolicies) st.Update(one(w, p, "stack", PolicyName(p)));
-      for (size_t i = 0; i < mounts.size(); i++) st.Update(one(w, StablePolicy::kAuto, mounts[i]->dir(), i ? "kernel-sw1" : "kernel-sw0"));
-      if (!st.ok()) {
-        fmt::print(stderr, "stablecache bench: {}\n", st.message());
-        return 2;
-      }
-    }
+  // Every configuration of the matrix, compared in interleaved rounds.
+  std::vector<wac::WacConfig> configs;
+  std::vector<std::string> keys;  // "A 64K/none", "A 64K/kernel-sw1"
+  auto add = [&](const Workload& w, StablePolicy pol, const std::string& target, const std::string& label) {
+    wac::WacConfig cfg;
+    cfg.profile = w.profile;
+    cfg.policy = pol;
+    cfg.target = target;
+    cfg.stack = a.stack;
+    cfg.threads = a.threads;
+    cfg.file_size = w.file_size;
+    cfg.duration_s = a.duration;
+    cfg.live_checker = false;  // measure the writers; the read-back and scrub still judge
+    configs.push_back(cfg);
+    keys.push_back(w.name() + "/" + label);
+  };
+  for (const Workload& w : kWorkloads) {
+    for (StablePolicy p : kPolicies) add(w, p, "stack", PolicyName(p));
+    for (size_t i = 0; i < mounts.size(); i++) add(w, StablePolicy::kAuto, mounts[i]->dir(), i ? "kernel-sw1" : "kernel-sw0");
+  }
+  auto on_start = [&](size_t i) {
+    if (tty) fmt::print(stderr, "\rbench {}...{:30}", keys[i], "");
+  };
+  auto done = wac::RunInterleaved(configs, a.rounds, on_start);
+  if (!done) {
+    fmt::print(stderr, "stablecache bench: {}\n", done.error().message());
+    return 2;
+  }
+  std::map<std::string, wac::WacRun> by;
+  for (size_t i = 0; i < keys.size(); i++) by.emplace(keys[i], (*done)[i]);
   std::vector<wac::WacRun> runs;
   for (const auto& k : keys) runs.push_back(by.at(k));
   if (tty) fmt::print(stderr, "\r{:70}\r", "");
