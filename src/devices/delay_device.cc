@@ -21,10 +21,10 @@ void DelayDevice::Submit(BioPtr bio) {
   Bio::Completion inner = std::move(bio->on_complete);
   bio->on_complete = [this, inner = std::move(inner)](BioPtr b, Status st) mutable {
     b->on_complete = std::move(inner);
-    {
-      std::lock_guard lk(mu_);
-      due_.push_back(Due{std::move(b), std::move(st), std::chrono::steady_clock::now() + delay_});
-    }
+    // Notify under the lock: once the timer completes this bio its owner
+    // may destroy the device, so cv_ must not be touched after unlocking.
+    std::lock_guard lk(mu_);
+    due_.push_back(Due{std::move(b), std::move(st), std::chrono::steady_clock::now() + delay_});
     cv_.notify_all();
   };
   lower_->Submit(std::move(bio));

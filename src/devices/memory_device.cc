@@ -58,10 +58,10 @@ void MemoryDevice::Submit(BioPtr bio) {
     }
     case BioOp::kWrite:
       if (opts_.late_copy) {
-        {
-          std::lock_guard lk(mu_);
-          held_.push_back(Held{std::move(bio), std::chrono::steady_clock::now() + opts_.delay});
-        }
+        // All under the lock: once the worker completes the bio its owner
+        // may destroy the device.
+        std::lock_guard lk(mu_);
+        held_.push_back(Held{std::move(bio), std::chrono::steady_clock::now() + opts_.delay});
         pending_count_.fetch_add(1);
         pending_count_.notify_all();
         cv_.notify_all();
