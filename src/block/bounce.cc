@@ -22,6 +22,13 @@ std::vector<std::byte*> BlockPointers(const Bio& bio) {
   return out;
 }
 
+std::vector<std::byte*> ContiguousBlocks(Bio& bio, std::atomic<uint64_t>& bytes_bounced) {
+  std::vector<std::byte*> blocks = BlockPointers(bio);
+  if (!blocks.empty()) return blocks;
+  FlattenBio(bio, bytes_bounced);
+  return BlockPointers(bio);
+}
+
 void FlattenBio(Bio& bio, std::atomic<uint64_t>& bytes_bounced) {
   if (bio.op == BioOp::kFlush) return;
   const uint64_t len = bio.Length();

@@ -28,5 +28,7 @@ void FlattenBio(Bio& bio, std::atomic<uint64_t>& bytes_bounced);
 // block straddles two segments or starts off a 32-byte boundary (SIMD
 // kernels need both). Then FlattenBio first.
 std::vector<std::byte*> BlockPointers(const Bio& bio);
+// BlockPointers, after a FlattenBio when the payload does not allow them.
+std::vector<std::byte*> ContiguousBlocks(Bio& bio, std::atomic<uint64_t>& bytes_bounced);
 
 }  // namespace stablecache

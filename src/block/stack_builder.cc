@@ -205,22 +205,14 @@ Result<std::shared_ptr<BlockDevice>> BuildIntegrity(const Ctx& c, const LayerSpe
 
 using Legs = std::vector<std::shared_ptr<BlockDevice>>;
 
-Result<std::shared_ptr<BlockDevice>> BuildMirror(const Ctx& c, const LayerSpec& l, Legs legs) {
+// mirror and parity take the same option: require=.
+template <typename Device, typename Options>
+Result<std::shared_ptr<BlockDevice>> BuildFanout(const Ctx& c, const LayerSpec& l, Legs legs) {
   auto o = TakeOptions(c, l, {"require"});
   if (!o) return Err(o.error());
-  auto req = RequireOption(c, l, *o, Stability::kDeclaredStable);
+  auto req = RequireOption(c, l, *o, Options{}.required);
   if (!req) return Err(req.error());
-  auto dev = MirrorDevice::Create(std::move(legs), {.required = *req});
-  if (!dev) return c.Fail(l, dev.error().message());
-  return std::shared_ptr<BlockDevice>(*dev);
-}
-
-Result<std::shared_ptr<BlockDevice>> BuildParity(const Ctx& c, const LayerSpec& l, Legs legs) {
-  auto o = TakeOptions(c, l, {"require"});
-  if (!o) return Err(o.error());
-  auto req = RequireOption(c, l, *o, Stability::kDeclaredStable);
-  if (!req) return Err(req.error());
-  auto dev = ParityDevice::Create(std::move(legs), {.required = *req});
+  auto dev = Device::Create(std::move(legs), Options{.required = *req});
   if (!dev) return c.Fail(l, dev.error().message());
   return std::shared_ptr<BlockDevice>(*dev);
 }
@@ -228,7 +220,8 @@ Result<std::shared_ptr<BlockDevice>> BuildParity(const Ctx& c, const LayerSpec& 
 using FanoutBuilder = std::function<Result<std::shared_ptr<BlockDevice>>(const Ctx&, const LayerSpec&, Legs)>;
 
 const std::map<std::string, FanoutBuilder>& Fanouts() {
-  static const std::map<std::string, FanoutBuilder> m = {{"mirror", BuildMirror}, {"parity", BuildParity}};
+  static const std::map<std::string, FanoutBuilder> m = {
+      {"mirror", BuildFanout<MirrorDevice, MirrorOptions>}, {"parity", BuildFanout<ParityDevice, ParityOptions>}};
   return m;
 }
 

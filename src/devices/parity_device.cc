@@ -89,11 +89,7 @@ void ParityDevice::Submit(BioPtr bio) {
 void ParityDevice::SubmitWrite(BioPtr bio) {
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   auto op = std::make_shared<WriteOp>();
-  op->blocks = BlockPointers(*bio);
-  if (op->blocks.empty()) {
-    FlattenBio(*bio, counters_.bytes_bounced);
-    op->blocks = BlockPointers(*bio);
-  }
+  op->blocks = ContiguousBlocks(*bio, counters_.bytes_bounced);
   op->first_block = bio->offset / kChunk;
   op->s0 = op->first_block / data_legs();
   op->s1 = (op->first_block + op->blocks.size() - 1) / data_legs() + 1;
@@ -135,11 +131,7 @@ void ParityDevice::ReadRestOfStripes(std::shared_ptr<WriteOp> op) {
     Bio::Complete(std::move(op->parent),
                   st.WithContext("parity: reading the rest of a stripe to update its parity"));
   });
-  for (auto& r : runs.runs()) {
-    auto c = join->Child(BioOp::kRead, r.offset, Stability::kStable);
-    c->segments = std::move(r.segments);
-    legs_[r.leg]->Submit(std::move(c));
-  }
+  SubmitRuns(join, BioOp::kRead, Stability::kStable, runs);
   join->Arm();
 }
 
@@ -166,15 +158,11 @@ void ParityDevice::WriteDataAndParity(std::shared_ptr<WriteOp> op) {
     if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
     Bio::Complete(std::move(parent), std::move(st));
   });
-  for (auto& r : runs.runs()) {
-    auto c = join->Child(BioOp::kWrite, r.offset, level);
-    c->segments = std::move(r.segments);
-    auto counted = std::move(c->on_complete);
-    c->on_complete = [counted = std::move(counted), leg = r.leg](BioPtr b, Status st) {
+  SubmitRuns(join, BioOp::kWrite, level, runs, [](Bio& c, LegRuns::Run& r) {
+    c.on_complete = [counted = std::move(c.on_complete), leg = r.leg](BioPtr b, Status st) {
       counted(std::move(b), st.WithContext(fmt::format("parity leg {}", leg)));
     };
-    legs_[r.leg]->Submit(std::move(c));
-  }
+  });
   join->Arm();
 }
 
@@ -182,11 +170,7 @@ void ParityDevice::WriteDataAndParity(std::shared_ptr<WriteOp> op) {
 
 void ParityDevice::SubmitRead(BioPtr bio) {
   auto op = std::make_shared<ReadOp>();
-  op->blocks = BlockPointers(*bio);
-  if (op->blocks.empty()) {
-    FlattenBio(*bio, counters_.bytes_bounced);
-    op->blocks = BlockPointers(*bio);
-  }
+  op->blocks = ContiguousBlocks(*bio, counters_.bytes_bounced);
   op->first_block = bio->offset / kChunk;
   op->parent = std::move(bio);
   LegRuns runs(legs_.size());
@@ -203,11 +187,9 @@ void ParityDevice::SubmitRead(BioPtr bio) {
     if (!any_failed) return Bio::Complete(std::move(op->parent), Status::Ok());
     Rebuild(op);
   });
-  for (auto& r : runs.runs()) {
-    auto c = join->Child(BioOp::kRead, r.offset, Stability::kStable);
-    c->segments = std::move(r.segments);
-    auto counted = std::move(c->on_complete);
-    c->on_complete = [op, counted = std::move(counted), tags = std::move(r.tags), leg = r.leg](BioPtr b, Status st) {
+  SubmitRuns(join, BioOp::kRead, Stability::kStable, runs, [op](Bio& c, LegRuns::Run& r) {
+    c.on_complete = [op, counted = std::move(c.on_complete), tags = std::move(r.tags), leg = r.leg](BioPtr b,
+                                                                                                    Status st) {
       if (!st.ok()) {
         std::lock_guard lk(op->mu);
         op->failed.insert(tags.begin(), tags.end());
@@ -215,8 +197,7 @@ void ParityDevice::SubmitRead(BioPtr bio) {
       }
       counted(std::move(b), Status::Ok());  // a failed leg is rebuilt, not passed up
     };
-    legs_[r.leg]->Submit(std::move(c));
-  }
+  });
   join->Arm();
 }
 
@@ -261,11 +242,7 @@ void ParityDevice::RebuildRead(std::shared_ptr<ReadOp> op) {
                   first.WithContext(fmt::format("parity: block {} is unreadable and its stripe cannot be rebuilt ({})",
                                                 op->first_block + op->lost.front(), st.message())));
   });
-  for (auto& r : runs.runs()) {
-    auto c = join->Child(BioOp::kRead, r.offset, Stability::kStable);
-    c->segments = std::move(r.segments);
-    legs_[r.leg]->Submit(std::move(c));
-  }
+  SubmitRuns(join, BioOp::kRead, Stability::kStable, runs);
   join->Arm();
 }
 
@@ -291,18 +268,24 @@ void ParityDevice::FinishRebuild(std::shared_ptr<ReadOp> op) {
     if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
     stripe_locks_.Release(op->ticket);
   });
-  for (auto& r : runs.runs()) {
-    auto c = join->Child(BioOp::kWrite, r.offset, Stability::kStable);
-    c->segments = std::move(r.segments);
-    c->keep_alive.push_back(repair);
-    auto counted = std::move(c->on_complete);
-    c->on_complete = [this, counted = std::move(counted), blocks = r.tags.size()](BioPtr b, Status st) {
+  SubmitRuns(join, BioOp::kWrite, Stability::kStable, runs, [this, repair](Bio& c, LegRuns::Run& r) {
+    c.keep_alive.push_back(repair);
+    c.on_complete = [this, counted = std::move(c.on_complete), blocks = r.tags.size()](BioPtr b, Status st) {
       if (st.ok()) counters_.repairs.fetch_add(blocks, std::memory_order_relaxed);
       counted(std::move(b), std::move(st));
     };
+  });
+  join->Arm();
+}
+
+void ParityDevice::SubmitRuns(const std::shared_ptr<BioJoin>& join, BioOp op, Stability level, LegRuns& runs,
+                              const std::function<void(Bio&, LegRuns::Run&)>& decorate) {
+  for (auto& r : runs.runs()) {
+    auto c = join->Child(op, r.offset, level);
+    c->segments = std::move(r.segments);
+    if (decorate) decorate(*c, r);
     legs_[r.leg]->Submit(std::move(c));
   }
-  join->Arm();
 }
 
 // ---- scrub ----------------------------------------------------------------

@@ -22,10 +22,12 @@
 // less, once. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "block/fanout_device.h"
+#include "block/leg_runs.h"
 #include "block/range_lock.h"
 
 namespace stablecache {
@@ -63,6 +65,9 @@ class ParityDevice final : public FanoutDevice {
   std::pair<uint64_t, uint64_t> StripeRange(uint64_t offset, uint64_t len) const;  // [first, end)
   std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const override;
   Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) override;
+  // One child bio of `join` per run; `decorate` may wrap its completion.
+  void SubmitRuns(const std::shared_ptr<BioJoin>& join, BioOp op, Stability level, LegRuns& runs,
+                  const std::function<void(Bio&, LegRuns::Run&)>& decorate = {});
 
   RangeLock stripe_locks_;  // ranges in stripe numbers
 };
