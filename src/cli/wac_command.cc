@@ -40,7 +40,12 @@ int RunWacCommand(const WacArgs& a) {
   auto size = ParseSize(a.file_size);
   if (!size) return fail(size.error().WithContext("--file-size"));
   const bool kernel = a.target != "stack";
-  if (kernel) policies = std::vector<StablePolicy>{StablePolicy::kAuto};  // the kernel has its own
+  if (kernel) {  // the kernel has its own rule: one run per profile
+    if (a.policies != "auto")
+      fmt::print(stderr, "stablecache wac: --policy does not apply to a kernel filesystem target; "
+                         "each profile runs once under the kernel's own stable-pages rule\n");
+    policies = std::vector<StablePolicy>{StablePolicy::kAuto};
+  }
   std::vector<wac::WacRun> runs;
   const bool tty = isatty(STDERR_FILENO);
   for (wac::Profile p : *profiles) {
