@@ -36,6 +36,7 @@ MemoryDevice::~MemoryDevice() {
 }
 
 void MemoryDevice::CopyWrite(const Bio& bio) {
+  std::unique_lock medium(medium_mu_);
   std::byte* dst = mem_ + bio.offset;
   for (const auto& s : bio.segments) {
     std::memcpy(dst, s.data, s.len);
@@ -49,6 +50,7 @@ void MemoryDevice::Submit(BioPtr bio) {
     case BioOp::kFlush:
       break;
     case BioOp::kRead: {
+      std::shared_lock medium(medium_mu_);
       const std::byte* src = mem_ + bio->offset;
       for (const auto& s : bio->segments) {
         std::memcpy(s.data, src, s.len);
@@ -126,7 +128,13 @@ void MemoryDevice::ReleaseWrites(size_t n) {
   cv_.notify_all();
 }
 
-void MemoryDevice::ReadRaw(uint64_t offset, void* buf, size_t len) const { std::memcpy(buf, mem_ + offset, len); }
-void MemoryDevice::WriteRaw(uint64_t offset, const void* buf, size_t len) { std::memcpy(mem_ + offset, buf, len); }
+void MemoryDevice::ReadRaw(uint64_t offset, void* buf, size_t len) const {
+  std::unique_lock medium(medium_mu_);
+  std::memcpy(buf, mem_ + offset, len);
+}
+void MemoryDevice::WriteRaw(uint64_t offset, const void* buf, size_t len) {
+  std::unique_lock medium(medium_mu_);
+  std::memcpy(mem_ + offset, buf, len);
+}
 
 }  // namespace stablecache

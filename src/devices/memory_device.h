@@ -14,6 +14,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include "block/layer_counters.h"
@@ -44,7 +45,10 @@ class MemoryDevice final : public BlockDevice {
   void WaitForPendingWrites(size_t n);  // blocks until at least n are held
   void ReleaseWrites(size_t n = SIZE_MAX);
   void WaitForPendingAtMost(size_t n);  // blocks until released writes have been copied
-  // Direct access to the medium, bypassing every layer.
+  // Direct access to the medium, bypassing every layer; each call is atomic
+  // with respect to the device's own I/O (rot injected while I/O runs).
+  // Like a disk's sector, a read racing a write of the same bytes returns
+  // the old or the new bytes, never a mix: writes hold the medium alone.
   void ReadRaw(uint64_t offset, void* buf, size_t len) const;
   void WriteRaw(uint64_t offset, const void* buf, size_t len);
 
@@ -56,6 +60,7 @@ class MemoryDevice final : public BlockDevice {
   MemoryDeviceOptions opts_;
   DeviceInfo info_;
   std::byte* mem_;
+  mutable std::shared_mutex medium_mu_;  // reads share it; writes and ReadRaw/WriteRaw take it alone
   mutable LayerCounters counters_;
 
   struct Held {

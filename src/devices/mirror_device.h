@@ -6,7 +6,9 @@
 // legs. A read that fails on a leg (an integrity error from a layer below,
 // an I/O error) is retried on the other legs under a range lock that keeps
 // writes out; the good data is returned and written back to the legs that
-// failed (a repair), so the next read of that leg is good again.
+// failed (a repair), so the next read of that leg is good again. Reads
+// take no lock: one racing a repair of its blocks gets the bad copy (and
+// retries under the lock) or the repaired one.
 // Scrub reads every block from every leg and reports, by block number, the
 // blocks whose legs differ (md's mismatch_cnt, with the blocks named) and
 // block copies no read could get.

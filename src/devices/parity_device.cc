@@ -28,6 +28,13 @@ struct ParityDevice::WriteOp {
   uint64_t s0 = 0, s1 = 0;             // stripes [s0, s1)
   std::shared_ptr<std::byte> scratch;  // per stripe: k chunks read back + parity
   RangeLock::Ticket ticket = 0;
+  // Degraded: chunks of the rest of a stripe that could not be read, by
+  // scratch slot ((stripe - s0) * N + d), rebuilt and written back.
+  std::mutex mu;
+  std::set<uint64_t> unreadable;      // GUARDED_BY(mu)
+  Status first_error;                 // GUARDED_BY(mu)
+  std::shared_ptr<std::byte> old;     // per unreadable slot: the stripe's old covered chunks + old parity
+  std::vector<uint64_t> rebuilt;      // slots, written back with the stripe
 };
 
 // A read; the rebuild state is used only when a leg failed.
@@ -122,14 +129,85 @@ void ParityDevice::ReadRestOfStripes(std::shared_ptr<WriteOp> op) {
       std::byte* chunk = WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
       if (covered) continue;
       Place p = DataPlace(s * k + d);
-      runs.Add(p.leg, p.offset, chunk, s);
+      runs.Add(p.leg, p.offset, chunk, (s - op->s0) * n + d);
     }
-  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status st) {
-    if (st.ok()) return WriteDataAndParity(op);
-    counters_.errors.fetch_add(1, std::memory_order_relaxed);
-    stripe_locks_.Release(op->ticket);
-    Bio::Complete(std::move(op->parent),
-                  st.WithContext("parity: reading the rest of a stripe to update its parity"));
+  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status) {
+    bool degraded;
+    {
+      std::lock_guard lk(op->mu);
+      degraded = !op->unreadable.empty();
+    }
+    if (!degraded) return WriteDataAndParity(op);
+    RebuildForWrite(op);
+  });
+  SubmitRuns(join, BioOp::kRead, Stability::kStable, runs, [op](Bio& c, LegRuns::Run& r) {
+    c.on_complete = [op, counted = std::move(c.on_complete), slots = r.tags, leg = r.leg](BioPtr b, Status st) {
+      if (!st.ok()) {  // rebuilt from the rest of the stripe, not fatal yet
+        std::lock_guard lk(op->mu);
+        op->unreadable.insert(slots.begin(), slots.end());
+        op->first_error.Update(st.WithContext(fmt::format("parity leg {}", leg)));
+      }
+      counted(std::move(b), Status::Ok());
+    };
+  });
+  join->Arm();
+}
+
+void ParityDevice::FailWrite(std::shared_ptr<WriteOp> op, const Status& st) {
+  counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  stripe_locks_.Release(op->ticket);
+  Bio::Complete(std::move(op->parent), st);
+}
+
+// A chunk the write needed could not be read: rebuild it from the stripe's
+// old contents (the covered chunks before this write, and the old parity),
+// then go on; the rebuilt chunk is written back with the stripe.
+void ParityDevice::RebuildForWrite(std::shared_ptr<WriteOp> op) {
+  const size_t n = legs_.size(), k = data_legs();
+  std::vector<uint64_t> slots;
+  {
+    std::lock_guard lk(op->mu);
+    slots.assign(op->unreadable.begin(), op->unreadable.end());
+  }
+  for (size_t i = 1; i < slots.size(); i++)
+    if (slots[i] / n == slots[i - 1] / n)
+      return FailWrite(op, op->first_error.WithContext(fmt::format(
+                               "parity: two chunks of stripe {} are unreadable; cannot update its parity",
+                               op->s0 + slots[i] / n)));
+  op->old = AllocAligned(slots.size() * n * kChunk);
+  LegRuns runs(n);
+  for (size_t i = 0; i < slots.size(); i++) {
+    const uint64_t s = op->s0 + slots[i] / n;
+    for (size_t d = 0; d <= k; d++) {
+      bool covered = false;
+      if (d < k) WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
+      if (d < k && !covered) continue;  // already read (or the lost one)
+      Place p = d < k ? DataPlace(s * k + d) : ParityPlace(s);
+      runs.Add(p.leg, p.offset, op->old.get() + (i * n + d) * kChunk, i);
+    }
+  }
+  auto join = BioJoin::Start(nullptr, [this, op, slots, n, k](BioPtr, Status st) {
+    if (!st.ok())
+      return FailWrite(op, st.WithContext(fmt::format("parity: stripe {} has an unreadable chunk and cannot be rebuilt",
+                                                      op->s0 + slots.front() / n)));
+    std::vector<void*> vec(n);
+    for (size_t i = 0; i < slots.size(); i++) {
+      const uint64_t s = op->s0 + slots[i] / n;
+      const size_t lost = slots[i] % n;
+      size_t j = 0;
+      for (size_t d = 0; d <= k; d++) {
+        if (d == lost) continue;
+        bool covered = false;
+        std::byte* cur = d < k ? WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered)
+                               : nullptr;
+        vec[j++] = (d == k || covered) ? op->old.get() + (i * n + d) * kChunk : cur;
+      }
+      vec[n - 1] = op->scratch.get() + slots[i] * kChunk;  // the lost chunk, rebuilt
+      xor_gen(static_cast<int>(n), kChunk, vec.data());
+      op->rebuilt.push_back(slots[i]);
+    }
+    counters_.degraded_reads.fetch_add(1, std::memory_order_relaxed);
+    WriteDataAndParity(op);
   });
   SubmitRuns(join, BioOp::kRead, Stability::kStable, runs);
   join->Arm();
@@ -152,10 +230,16 @@ void ParityDevice::WriteDataAndParity(std::shared_ptr<WriteOp> op) {
     Place p = ParityPlace(s);
     runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[k]), s);
   }
+  for (uint64_t slot : op->rebuilt) {  // repairs of chunks that could not be read
+    const uint64_t s = op->s0 + slot / n;
+    Place p = DataPlace(s * k + slot % n);
+    runs.Add(p.leg, p.offset, op->scratch.get() + slot * kChunk, s);
+  }
   const Stability level = op->parent->stability;  // parity scratch is stable; the payload says its own
   auto join = BioJoin::Start(std::move(op->parent), [this, op](BioPtr parent, Status st) {
     stripe_locks_.Release(op->ticket);
     if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    if (st.ok()) counters_.repairs.fetch_add(op->rebuilt.size(), std::memory_order_relaxed);
     Bio::Complete(std::move(parent), std::move(st));
   });
   SubmitRuns(join, BioOp::kWrite, level, runs, [](Bio& c, LegRuns::Run& r) {

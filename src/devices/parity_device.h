@@ -7,12 +7,16 @@
 // Writes lock their stripes (an asynchronous range lock, so two writes to
 // one stripe never interleave their parity updates), read the data chunks
 // of each stripe they do not cover (reconstruct-write), compute parity over
-// the new data in place, and write the data chunks and the parity. The
-// first leg error fails the write. Reads go straight to the data legs. A
+// the new data in place, and write the data chunks and the parity. If one
+// of those reads fails, the chunk is rebuilt from the stripe's old contents
+// and old parity and written back with it (a degraded write). The first
+// leg error on a write, or two unreadable chunks in a stripe, fail it. Reads go straight to the data legs. A
 // read that fails on one leg (an integrity error below, an I/O error)
 // reconstructs the lost chunks from the other legs of their stripe under
 // the stripe lock, returns them, and writes them back to the failed leg (a
-// repair). Two failures in one stripe fail the read. Scrub reads every
+// repair). Two failures in one stripe fail the read. Reads of healthy
+// chunks take no lock; one racing a repair gets the bad copy (and rebuilds
+// under the lock) or the repaired one. Scrub reads every
 // stripe and reports, by stripe number, those whose parity is not the XOR
 // of their data (md's mismatch_cnt, with the stripes named).
 //
@@ -57,7 +61,9 @@ class ParityDevice final : public FanoutDevice {
   ParityDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const ParityOptions& opts);
   void SubmitWrite(BioPtr bio);
   void ReadRestOfStripes(std::shared_ptr<WriteOp> op);
+  void RebuildForWrite(std::shared_ptr<WriteOp> op);
   void WriteDataAndParity(std::shared_ptr<WriteOp> op);
+  void FailWrite(std::shared_ptr<WriteOp> op, const Status& st);
   void SubmitRead(BioPtr bio);
   void Rebuild(std::shared_ptr<ReadOp> op);
   void RebuildRead(std::shared_ptr<ReadOp> op);
