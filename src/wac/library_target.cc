@@ -109,8 +109,11 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   if (cfg.profile != Profile::kA) {
     run.verdict = "unsupported";
     run.effective_policy = run.policy;
-    run.note = fmt::format("profile {} needs {} in the library, which is not built yet", ProfileLetter(cfg.profile),
-                           cfg.profile == Profile::kE ? "direct I/O" : "mapped access (File::Map)");
+    const bool mapped = cfg.profile != Profile::kE;
+    const bool direct = cfg.profile == Profile::kD || cfg.profile == Profile::kE || cfg.profile == Profile::kF;
+    run.note = fmt::format("profile {} needs {}{}{} in the library, which is not built yet", ProfileLetter(cfg.profile),
+                           mapped ? "mapped access (File::Map)" : "", mapped && direct ? " and " : "",
+                           direct ? "direct I/O" : "");
     return run;
   }
   TempImage image;
