@@ -21,6 +21,23 @@ namespace {
 
 using testing::Pattern;
 
+// A cache with no flusher over `top`: the test drives every writeback.
+struct DrivenFile {
+  std::shared_ptr<Cache> cache;
+  std::unique_ptr<File> file;
+};
+
+DrivenFile OpenDriven(StablePolicy policy, std::shared_ptr<BlockDevice> top) {
+  CacheOptions co;
+  co.capacity_bytes = 1 << 20;
+  co.writeback_interval_ms = 600000;
+  co.policy = policy;
+  DrivenFile d;
+  d.cache = *Cache::Create(co);
+  d.file = std::move(*d.cache->Open(std::move(top)));
+  return d;
+}
+
 struct Rig {
   std::shared_ptr<MemoryDevice> mem;
   std::shared_ptr<IntegrityDevice> integrity;
@@ -34,12 +51,9 @@ Rig MakeRig(StablePolicy policy) {
   r.mem = *MemoryDevice::Create({.size_bytes = 4 << 20, .late_copy = true, .manual_release = true});
   r.integrity = *IntegrityDevice::Create(r.mem, {});
   r.verify = std::make_shared<VerifyDevice>(r.integrity);
-  CacheOptions co;
-  co.capacity_bytes = 1 << 20;
-  co.writeback_interval_ms = 600000;  // no flusher: the test drives writeback
-  co.policy = policy;
-  r.cache = *Cache::Create(co);
-  r.file = std::move(*r.cache->Open(r.verify));
+  auto d = OpenDriven(policy, r.verify);
+  r.cache = std::move(d.cache);
+  r.file = std::move(d.file);
   return r;
 }
 
@@ -118,12 +132,9 @@ RedundantRig MakeRedundantRig(StablePolicy policy, bool parity) {
   std::vector<std::shared_ptr<BlockDevice>> legs(r.legs.begin(), r.legs.end());
   if (parity) r.top = *ParityDevice::Create(legs);
   else r.top = *MirrorDevice::Create(legs);
-  CacheOptions co;
-  co.capacity_bytes = 1 << 20;
-  co.writeback_interval_ms = 600000;
-  co.policy = policy;
-  r.cache = *Cache::Create(co);
-  r.file = std::move(*r.cache->Open(r.top));
+  auto d = OpenDriven(policy, r.top);
+  r.cache = std::move(d.cache);
+  r.file = std::move(d.file);
   return r;
 }
 

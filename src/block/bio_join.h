@@ -39,8 +39,6 @@ class BioJoin : public std::enable_shared_from_this<BioJoin> {
     c->on_complete = [self = shared_from_this()](BioPtr, Status st) { self->Done(st); };
     return c;
   }
-  // Counts a unit of work that is not a bio (e.g. a callback chain).
-  void Hold() { pending_.fetch_add(1, std::memory_order_relaxed); }
   void Done(const Status& st) {
     if (!st.ok()) {
       std::lock_guard lk(mu_);

@@ -4,13 +4,11 @@
 #include <unistd.h>
 
 #include <map>
-#include <optional>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/loop_mount.h"
-#include "stablecache/stack.h"
 #include "wac/interleave.h"
 #include "wac/report.h"
 #include "wac/wac.h"
@@ -89,14 +87,13 @@ int RunBench(const BenchArgs& a) {
     fmt::print(stderr, "stablecache bench: {}\n", done.error().message());
     return 2;
   }
-  std::map<std::string, wac::WacRun> by;
-  for (size_t i = 0; i < keys.size(); i++) by.emplace(keys[i], (*done)[i]);
-  std::vector<wac::WacRun> runs;
-  for (const auto& k : keys) runs.push_back(by.at(k));
+  const std::vector<wac::WacRun>& runs = *done;  // in the order of keys
+  std::map<std::string, const wac::WacRun*> by;
+  for (size_t i = 0; i < keys.size(); i++) by.emplace(keys[i], &runs[i]);
   if (tty) fmt::print(stderr, "\r{:70}\r", "");
   auto get = [&](const std::string& k) -> const wac::WacRun* {
     auto it = by.find(k);
-    return it == by.end() ? nullptr : &it->second;
+    return it == by.end() ? nullptr : it->second;
   };
 
   if (a.json) {
@@ -144,7 +141,7 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("bench", "policy matrix (A,B at 64K; A at 64M) as ratios to none, beside ext4's "
                                           "stable_writes cost");
   auto a = std::make_shared<BenchArgs>();
-  cmd->add_option("--duration", a->duration, "seconds per run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--duration", a->duration, "seconds per configuration, split over the rounds")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--rounds", a->rounds, "interleaved rounds the duration is split over")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));

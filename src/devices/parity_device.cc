@@ -388,7 +388,8 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
   const size_t n = legs_.size();
   auto [first, end] = StripeRange(offset, len);
   std::vector<std::shared_ptr<std::byte>> bufs(n);
-  for (auto& b : bufs) b = AllocAligned(kScrubStripes * kChunk);
+  // A one-page scrub (the live checker's) needs one stripe, not a batch.
+  for (auto& b : bufs) b = AllocAligned(std::min(kScrubStripes, end - first) * kChunk);
   std::vector<void*> vec(n);
   for (uint64_t s0 = first; s0 < end; s0 += kScrubStripes) {
     const uint64_t count = std::min(kScrubStripes, end - s0);

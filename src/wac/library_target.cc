@@ -34,6 +34,15 @@ struct TempImage {
   }
 };
 
+const char* ScrubKindName(ScrubFinding::Kind k) {
+  switch (k) {
+    case ScrubFinding::Kind::kMirrorDivergence: return "diverged";
+    case ScrubFinding::Kind::kParityMismatch: return "parity";
+    case ScrubFinding::Kind::kUnreadable: return "unreadable";
+  }
+  return "?";
+}
+
 void AddLayerCounts(BlockDevice& dev, WacRun& run) {
   std::vector<LayerStats> layers;
   dev.CollectStats(layers);
@@ -71,9 +80,7 @@ class LiveChecker {
       mirror_divergence_ += scrub.mirror_divergence;
       parity_mismatch_ += scrub.parity_mismatch;
       for (const ScrubFinding& f : scrub.findings)
-        findings_.emplace_back(f.block, f.kind == ScrubFinding::Kind::kMirrorDivergence ? "diverged"
-                                        : f.kind == ScrubFinding::Kind::kParityMismatch ? "parity"
-                                                                                        : "unreadable");
+        findings_.emplace_back(f.block, ScrubKindName(f.kind));
       if (st.code() == Code::kIntegrityError) {
         findings_.emplace_back(b, "integrity");  // the layer counted it too
       } else if (!st.ok()) {
@@ -187,9 +194,7 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   run.violations.mirror_divergence = scrub.mirror_divergence + (checker ? checker->mirror_divergence() : 0);
   run.violations.parity_mismatch = scrub.parity_mismatch + (checker ? checker->parity_mismatch() : 0);
   for (const ScrubFinding& s : scrub.findings)
-    NoteBadBlock(run, s.block, s.kind == ScrubFinding::Kind::kMirrorDivergence ? "scrub:diverged"
-                               : s.kind == ScrubFinding::Kind::kParityMismatch ? "scrub:parity"
-                                                                               : "scrub:unreadable");
+    NoteBadBlock(run, s.block, std::string("scrub:") + ScrubKindName(s.kind));
   CacheStats cs = (*cache)->Stats();
   run.bytes_bounced = cs.bytes_bounced;
   run.stable_waits = cs.stable_waits;
