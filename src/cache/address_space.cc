@@ -37,7 +37,7 @@ Result<PageRef> AddressSpace::FindOrCreate(uint64_t idx, bool* created) {
     if (!np) return Err(np.error());
     Page* p = *np;
     p->owner.store(this, std::memory_order_relaxed);
-    p->index = idx;
+    p->SetIndex(idx);
     p->word.store(Page::kLocked | 2 * Page::kRefOne, std::memory_order_release);
     if (index_.Insert(idx, p)) {
       *created = true;
@@ -52,7 +52,7 @@ PageRef AddressSpace::TryCreate(uint64_t idx) {
   Page* p = cache_.TryAllocPage();
   if (p == nullptr) return {};
   p->owner.store(this, std::memory_order_relaxed);
-  p->index = idx;
+  p->SetIndex(idx);
   p->word.store(Page::kLocked | 2 * Page::kRefOne, std::memory_order_release);
   if (index_.Insert(idx, p)) return pool_.Adopt(p);
   p->word.store(Page::kRefOne, std::memory_order_release);
@@ -62,22 +62,22 @@ PageRef AddressSpace::TryCreate(uint64_t idx) {
 
 bool AddressSpace::ReplacePage(Page* old_page, Page* copy) {
   copy->owner.store(this, std::memory_order_relaxed);
-  copy->index = old_page->index;
-  if (!index_.Replace(old_page->index, old_page, copy)) return false;
+  copy->SetIndex(old_page->Index());
+  if (!index_.Replace(old_page->Index(), old_page, copy)) return false;
   old_page->SetFlags(Page::kDetached);
   pool_.Put(old_page);  // the index's reference
   return true;
 }
 
 void AddressSpace::DetachLocked(Page* p) {
-  if (index_.RemoveIf(p->index, p, [] { return true; })) {
+  if (index_.RemoveIf(p->Index(), p, [] { return true; })) {
     p->SetFlags(Page::kDetached);
     pool_.Put(p);
   }
 }
 
 bool AddressSpace::TryEvict(Page* p) {
-  bool removed = index_.RemoveIf(p->index, p, [p] {
+  bool removed = index_.RemoveIf(p->Index(), p, [p] {
     uint64_t w = p->Load();
     constexpr uint64_t kBusy = Page::kLocked | Page::kDirty | Page::kWriteback | Page::kDetached;
     if ((w & kBusy) || Page::Refs(w) != 1 || Page::Pins(w) != 0) return false;
@@ -131,14 +131,14 @@ Status AddressSpace::FillLocked(std::span<Page* const> run, uint64_t first) {
 void AddressSpace::MarkDirty(Page* p) {
   if (p->TestAndSet(Page::kDirty) & Page::kDirty) return;
   std::lock_guard lk(state_mu_);
-  dirty_.insert(p->index);
+  dirty_.insert(p->Index());
   cache_.counters().dirty.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool AddressSpace::TakeDirty(Page* p) {
   if (!(p->TestAndClear(Page::kDirty) & Page::kDirty)) return false;
   std::lock_guard lk(state_mu_);
-  dirty_.erase(p->index);
+  dirty_.erase(p->Index());
   cache_.counters().dirty.fetch_sub(1, std::memory_order_relaxed);
   return true;
 }

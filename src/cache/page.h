@@ -39,7 +39,14 @@ class Page {
   std::atomic<uint64_t> word{0};
   uint32_t frame = 0;                       // fixed: descriptor i owns frame i
   std::atomic<AddressSpace*> owner{nullptr};  // set while in an index
-  uint64_t index = 0;                       // page number in the file
+  // Page number in the file. Like owner, the CLOCK scanner reads it without
+  // a reference while the descriptor may be freed and reused (its RemoveIf
+  // then finds another page in the slot), so it is atomic; relaxed suffices
+  // because the index insert publishes it.
+  std::atomic<uint64_t> index{0};
+
+  uint64_t Index() const { return index.load(std::memory_order_relaxed); }
+  void SetIndex(uint64_t i) { index.store(i, std::memory_order_relaxed); }
 
   uint64_t Load() const { return word.load(std::memory_order_acquire); }
   bool Test(uint64_t flag) const { return (Load() & flag) != 0; }

@@ -37,7 +37,7 @@ Page* PagePool::TryAllocPage() {
   assert(f != kNoFrame && "quota accounting guarantees a frame");
   Page* p = &pages_[f];
   p->owner.store(nullptr, std::memory_order_relaxed);
-  p->index = 0;
+  p->SetIndex(0);
   p->word.store(Page::kRefOne, std::memory_order_release);
   return p;
 }

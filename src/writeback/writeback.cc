@@ -29,7 +29,7 @@ void EndBatch(WritebackBatch& b, const Status& st) {
   for (const WritebackEntry& e : b.entries) {
     if (!st.ok()) as.Redirty(e.page);
     if (e.bounce != kNoFrame) pool.FreeIoFrame(e.bounce);
-    as.RemoveInFlight(e.page->index);
+    as.RemoveInFlight(e.page->Index());
     e.page->EndWriteback();
     pool.Put(e.page);
   }
