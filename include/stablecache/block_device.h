@@ -47,7 +47,9 @@ struct LayerStats {
 
 // What a scrub found, summed over every redundant layer of a stack.
 struct ScrubFinding {
-  enum class Kind : uint8_t { kMirrorDivergence, kParityMismatch, kUnreadable };
+  // kDegraded: one copy is unreadable but redundancy still holds the data
+  // (a read repairs it); kUnreadable: no copy can be read or rebuilt.
+  enum class Kind : uint8_t { kMirrorDivergence, kParityMismatch, kUnreadable, kDegraded };
   Kind kind;
   std::string layer;  // e.g. "mirror"
   uint64_t block;     // 4 KiB block number on that layer (a stripe number for parity)
@@ -57,11 +59,12 @@ struct ScrubReport {
   uint64_t blocks_checked = 0;
   uint64_t mirror_divergence = 0;  // blocks whose legs differ
   uint64_t parity_mismatch = 0;    // stripes whose parity is not the XOR of their data
-  uint64_t unreadable = 0;         // blocks no leg could read (e.g. integrity errors)
+  uint64_t unreadable = 0;         // blocks no leg could read or rebuild (data lost)
+  uint64_t degraded = 0;           // blocks (parity: stripes) with one unreadable copy that redundancy covers
   std::vector<ScrubFinding> findings;  // the first kMaxFindings, in the order found
   static constexpr size_t kMaxFindings = 1024;
   void Add(ScrubFinding f);
-  bool clean() const { return mirror_divergence == 0 && parity_mismatch == 0 && unreadable == 0; }
+  bool clean() const { return mirror_divergence == 0 && parity_mismatch == 0 && unreadable == 0 && degraded == 0; }
 };
 
 class BlockDevice {
@@ -80,6 +83,11 @@ class BlockDevice {
   // will often point into, so leaf devices can register it (io_uring fixed
   // buffers). Default: forward to the layers below.
   virtual void RegisterMemory(std::span<std::byte> region) { (void)region; }
+  // Withdraws a region offered by RegisterMemory, once per RegisterMemory
+  // call, before the memory is unmapped: a leaf must never keep pinned
+  // pages that a later mapping at the same address would alias. REQUIRES:
+  // no bio pointing into the region is in flight. Default: forward down.
+  virtual void UnregisterMemory(std::span<std::byte> region) { (void)region; }
 
   // Appends this layer's counters, then those of the layers below.
   virtual void CollectStats(std::vector<LayerStats>& out) const = 0;

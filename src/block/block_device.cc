@@ -58,6 +58,7 @@ void ScrubReport::Add(ScrubFinding f) {
     case ScrubFinding::Kind::kMirrorDivergence: mirror_divergence++; break;
     case ScrubFinding::Kind::kParityMismatch: parity_mismatch++; break;
     case ScrubFinding::Kind::kUnreadable: unreadable++; break;
+    case ScrubFinding::Kind::kDegraded: degraded++; break;
   }
   if (findings.size() < kMaxFindings) findings.push_back(std::move(f));
 }

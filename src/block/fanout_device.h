@@ -28,6 +28,9 @@ class FanoutDevice : public BlockDevice {
   void RegisterMemory(std::span<std::byte> region) override {
     for (const auto& l : legs_) l->RegisterMemory(region);
   }
+  void UnregisterMemory(std::span<std::byte> region) override {
+    for (const auto& l : legs_) l->UnregisterMemory(region);
+  }
   void CollectStats(std::vector<LayerStats>& out) const override {
     out.push_back(counters_.Snapshot(info_.name));
     for (size_t i = 0; i < legs_.size(); i++) {

@@ -23,6 +23,7 @@ class StackedDevice : public BlockDevice {
     return std::max(info_.required_stability, lower_->StackRequiredStability());
   }
   void RegisterMemory(std::span<std::byte> region) override { lower_->RegisterMemory(region); }
+  void UnregisterMemory(std::span<std::byte> region) override { lower_->UnregisterMemory(region); }
   void CollectStats(std::vector<LayerStats>& out) const override {
     out.push_back(counters_.Snapshot(info_.name));
     lower_->CollectStats(out);

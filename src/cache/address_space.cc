@@ -27,6 +27,21 @@ AddressSpace::~AddressSpace() { DropAllPages(); }
 
 // ---------------------------------------------------------------- index
 
+// A fresh page (one reference, from the pool) becomes locked with a second
+// reference for the index. Relative updates only, never a store: a lookup
+// still holding this descriptor from its previous life may have taken a
+// reference the moment the pool handed it out (get-unless-zero sees one),
+// and a store would erase it (ABA).
+void AddressSpace::PrepareNewPage(Page* p) {
+  p->word.fetch_add(Page::kLocked + Page::kRefOne, std::memory_order_acq_rel);
+}
+
+// Undoes PrepareNewPage for a page that never made it into the index.
+void AddressSpace::AbandonNewPage(Page* p) {
+  p->word.fetch_sub(Page::kLocked + Page::kRefOne, std::memory_order_acq_rel);
+  pool_.Put(p);
+}
+
 Result<PageRef> AddressSpace::FindOrCreate(uint64_t idx, bool* created) {
   for (;;) {
     if (Page* p = index_.FindGet(idx)) {
@@ -38,13 +53,12 @@ Result<PageRef> AddressSpace::FindOrCreate(uint64_t idx, bool* created) {
     Page* p = *np;
     p->owner.store(this, std::memory_order_relaxed);
     p->SetIndex(idx);
-    p->word.store(Page::kLocked | 2 * Page::kRefOne, std::memory_order_release);
+    PrepareNewPage(p);
     if (index_.Insert(idx, p)) {
       *created = true;
       return pool_.Adopt(p);
     }
-    p->word.store(Page::kRefOne, std::memory_order_release);  // lost the race
-    pool_.Put(p);
+    AbandonNewPage(p);  // lost the race
   }
 }
 
@@ -53,10 +67,9 @@ PageRef AddressSpace::TryCreate(uint64_t idx) {
   if (p == nullptr) return {};
   p->owner.store(this, std::memory_order_relaxed);
   p->SetIndex(idx);
-  p->word.store(Page::kLocked | 2 * Page::kRefOne, std::memory_order_release);
+  PrepareNewPage(p);
   if (index_.Insert(idx, p)) return pool_.Adopt(p);
-  p->word.store(Page::kRefOne, std::memory_order_release);
-  pool_.Put(p);
+  AbandonNewPage(p);
   return {};
 }
 
@@ -128,24 +141,36 @@ Status AddressSpace::FillLocked(std::span<Page* const> run, uint64_t first) {
 
 // ---------------------------------------------------------------- dirty
 
-void AddressSpace::MarkDirty(Page* p) {
-  if (p->TestAndSet(Page::kDirty) & Page::kDirty) return;
+// The Dirty flag of a page changes only under state_mu_, together with the
+// dirty set and the cache's count, so the three never disagree. A detached
+// page (a fork's old frame, a page truncated away) is never dirtied: a
+// failed write re-dirtying it races the fork that detaches it, and the
+// count it took would never be given back.
+bool AddressSpace::MarkDirty(Page* p) {
+  if (p->Test(Page::kDirty)) return true;
   std::lock_guard lk(state_mu_);
+  uint64_t w = p->Load();
+  do {
+    if (w & Page::kDetached) return false;
+    if (w & Page::kDirty) return true;
+  } while (!p->word.compare_exchange_weak(w, w | Page::kDirty, std::memory_order_acq_rel));
   dirty_.insert(p->Index());
   cache_.counters().dirty.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 bool AddressSpace::TakeDirty(Page* p) {
-  if (!(p->TestAndClear(Page::kDirty) & Page::kDirty)) return false;
+  if (!p->Test(Page::kDirty)) return false;
   std::lock_guard lk(state_mu_);
+  if (!(p->TestAndClear(Page::kDirty) & Page::kDirty)) return false;
   dirty_.erase(p->Index());
   cache_.counters().dirty.fetch_sub(1, std::memory_order_relaxed);
   return true;
 }
 
 void AddressSpace::Redirty(Page* p) {
-  if (p->Test(Page::kDetached)) return;  // a fork copy supersedes it
-  MarkDirty(p);
+  // A fork copy supersedes a detached page; MarkDirty refuses it atomically.
+  (void)MarkDirty(p);
 }
 
 std::vector<uint64_t> AddressSpace::DirtyIndices(uint64_t first, uint64_t last, size_t limit) {

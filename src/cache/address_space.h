@@ -62,6 +62,9 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   // CLOCK eviction of a clean, idle page. Called by the cache's reclaimer.
   bool TryEvict(Page* p);
   PageIndex& index() { return index_; }
+  // A page fresh from the pool: locked, with the index's reference added.
+  void PrepareNewPage(Page* p);
+  void AbandonNewPage(Page* p);
 
   // ---- filling pages ----
   // Makes `run` (consecutive, locked, !Uptodate pages starting at first)
@@ -69,11 +72,13 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   // Unlocks nothing; on error marks pages kError.
   Status FillLocked(std::span<Page* const> run, uint64_t first);
 
-  // ---- dirty tracking (REQUIRES page locked) ----
-  void MarkDirty(Page* p);
+  // ---- dirty tracking (REQUIRES page locked, but for Redirty) ----
+  // Sets Dirty unless the page is detached; returns whether it is dirty.
+  bool MarkDirty(Page* p);
   // Clears Dirty if set; returns whether it was set.
   bool TakeDirty(Page* p);
-  // Re-dirties after a failed write (completion context, page not locked).
+  // Re-dirties after a failed write (completion context, page not locked):
+  // a detached page (forked or truncated meanwhile) stays clean.
   void Redirty(Page* p);
   std::vector<uint64_t> DirtyIndices(uint64_t first, uint64_t last, size_t limit);
   size_t dirty_count() const;
@@ -92,6 +97,9 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   // Holes inside EOF are zero in memory only; an extension sets this so the
   // next Sync writes them out as zero pages (see MaterializeHoles).
   std::atomic<bool>& holes_exposed() { return holes_exposed_; }
+  void MarkHolesExposed() { holes_exposed_.store(true); }
+  // Held by MaterializeHoles: one materializer at a time.
+  std::mutex& holes_mu() { return holes_mu_; }
 
   // ---- errors ----
   void RecordWritebackError(const Status& st);
@@ -126,6 +134,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
 
   std::unique_ptr<std::atomic<uint64_t>[]> valid_bits_;
   std::atomic<bool> holes_exposed_{false};
+  std::mutex holes_mu_;
 
   ErrSeq errseq_;
   mutable std::mutex err_mu_;

@@ -52,7 +52,12 @@ CacheImpl::CacheImpl(const CacheOptions& opts, std::unique_ptr<PagePool> pool)
 CacheImpl::~CacheImpl() {
   flusher_.reset();
   std::lock_guard lk(spaces_mu_);
-  for (auto& [dev, as] : spaces_) as->DropAllPages();
+  for (auto& [dev, as] : spaces_) {
+    as->DropAllPages();
+    // The arena is about to go: no device may keep it registered (a later
+    // arena at the same address would move bytes to these dead pages).
+    as->device().UnregisterMemory(pool_->arena().Region());
+  }
   spaces_.clear();
 }
 
@@ -91,13 +96,17 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
   return std::unique_ptr<File>(new FileHandle(shared_from_this(), as));
 }
 
-Status CacheImpl::CloseSpace(const std::shared_ptr<AddressSpace>& as) {
+Status CacheImpl::CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_dirty) {
   {
     std::lock_guard lk(spaces_mu_);
     if (as->open_handles().fetch_sub(1) != 1) return Status::Ok();
+    // Dirty data is never dropped silently: a space whose last Sync failed
+    // stays, with no handle, until a Sync succeeds or the cache goes.
+    if (keep_dirty || as->dirty_count() != 0) return Status::Ok();
     spaces_.erase(&as->device());
   }
   as->DropAllPages();
+  as->device().UnregisterMemory(pool_->arena().Region());
   return Status::Ok();
 }
 

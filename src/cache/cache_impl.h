@@ -53,8 +53,11 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
 
   // Snapshot of live address spaces, for the flusher.
   std::vector<std::shared_ptr<AddressSpace>> Spaces();
-  // Called by the last handle's Close.
-  Status CloseSpace(const std::shared_ptr<AddressSpace>& as);
+  // Called by every handle's Close. The last one drops the space's pages
+  // and unregisters the arena from its device, unless `keep_dirty` (its
+  // Sync failed) or pages are still dirty: then the space stays, so the
+  // flusher retries and a later Open gets the pages and the error back.
+  Status CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_dirty);
 
   uint64_t dirty_limit() const { return dirty_limit_; }
   uint64_t background_limit() const { return background_limit_; }

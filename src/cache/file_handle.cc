@@ -13,8 +13,15 @@ namespace stablecache {
 FileHandle::FileHandle(std::shared_ptr<CacheImpl> cache, std::shared_ptr<AddressSpace> as)
     : cache_(std::move(cache)), as_(std::move(as)), errseq_since_(as_->errseq().Sample()) {}
 
+// A handle dropped without Close cannot return an error, so it does not
+// consume one: it writes back without sampling the errseq, and a space
+// left with dirty pages (the writeback failed) stays in the cache. The next
+// handle opened on the device hears of the error and can retry the Sync.
 FileHandle::~FileHandle() {
-  if (!closing_.load()) (void)Close();
+  if (closing_.exchange(true)) return;
+  (void)WriteBackAll();
+  closed_.store(true, std::memory_order_release);
+  (void)cache_->CloseSpace(as_, /*keep_dirty=*/false);
 }
 
 Status FileHandle::CheckOpen(const char* op) const {
@@ -127,17 +134,24 @@ Status FileHandle::ReportErrors() {
                          err);
 }
 
-Status FileHandle::Sync() {
-  SC_RETURN_IF_ERROR(CheckOpen("sync"));
+Status FileHandle::WriteBackAll() {
   {
     std::shared_lock il(as_->invalidate_lock());
     SC_RETURN_IF_ERROR(MaterializeHoles(*as_));
   }
   WritebackRange(*as_, 0, UINT64_MAX, WritebackMode::kSync);
   WaitWritebackRange(*as_, 0, UINT64_MAX);
-  Status flush = FlushSync(as_->device());
-  Status st = ReportErrors();
-  st.Update(flush);
+  // A failed flush may have lost data of every handle (the device's cache
+  // held it), so it goes into the errseq like a failed write: each handle
+  // hears of it once.
+  if (Status flush = FlushSync(as_->device()); !flush.ok()) as_->RecordWritebackError(flush);
+  return Status::Ok();
+}
+
+Status FileHandle::Sync() {
+  SC_RETURN_IF_ERROR(CheckOpen("sync"));
+  Status st = WriteBackAll();
+  st.Update(ReportErrors());
   return st;
 }
 
@@ -180,7 +194,9 @@ Status FileHandle::Close() {
     return Status::Closed(fmt::format("close of an already closed file ({})", as_->device().Info().name));
   Status st = Sync();
   closed_.store(true, std::memory_order_release);
-  st.Update(cache_->CloseSpace(as_));
+  // When the Sync failed, the space keeps its dirty pages (and its error)
+  // for the flusher to retry and for the next handle to hear of.
+  st.Update(cache_->CloseSpace(as_, /*keep_dirty=*/!st.ok()));
   return st;
 }
 

@@ -30,6 +30,9 @@ class FileHandle final : public File {
   Status CheckOpen(const char* op) const;
   Status CheckRange(const char* op, uint64_t offset, uint64_t len) const;
   Status ReportErrors();
+  // Sync without reporting: holes, dirty pages, then a flush whose failure
+  // goes into the errseq. Fails only when the holes could not be dirtied.
+  Status WriteBackAll();
 
   std::shared_ptr<CacheImpl> cache_;
   std::shared_ptr<AddressSpace> as_;

@@ -49,16 +49,18 @@ PageRef ForkPage(AddressSpace& as, Page* old_page, bool full) {
   if (copy == nullptr) return {};
   // The copy is published locked; a full overwrite publishes it !Uptodate so
   // that lock-free readers wait for our bytes instead of reading garbage.
-  copy->word.store(Page::kLocked | 2 * Page::kRefOne | (full ? 0 : Page::kUptodate), std::memory_order_release);
+  as.PrepareNewPage(copy);
+  if (!full) copy->SetFlags(Page::kUptodate);
   if (full) {
     cache.counters().fork_copies_skipped.fetch_add(1, std::memory_order_relaxed);
   } else {
     std::memcpy(as.pool().Data(copy), as.pool().Data(old_page), kFrameSize);
   }
-  // A failed write may have re-dirtied the old page; the copy carries it now.
-  as.TakeDirty(old_page);
   bool replaced = as.ReplacePage(old_page, copy);
   (void)replaced;  // we hold the old page's lock and it is attached
+  // A failed write may have re-dirtied the old page; the copy carries it
+  // now. Detached first, so no completion can dirty the old frame again.
+  as.TakeDirty(old_page);
   cache.counters().forks.fetch_add(1, std::memory_order_relaxed);
   return as.pool().Adopt(copy);
 }
@@ -115,25 +117,26 @@ Status WritePagesLocked(AddressSpace& as, uint64_t offset, std::span<const std::
 
 Status ExtendLocked(AddressSpace& as, uint64_t new_size) {
   const uint64_t old = as.size();
-  // Bytes past the old EOF must read as zero. A cached page already holds
-  // zeros there; an uncached one may have stale bytes on the device, so we
-  // bring it in (the fill zeroes past EOF) and dirty it.
+  // Bytes past the old EOF must read as zero, from the cache and, once
+  // synced, from the device. A cached last page holds zeros there, but only
+  // in memory, and an uncached one may have stale bytes on the device; so
+  // the tail is written as zeros either way, which dirties the page.
   if ((old & (kFrameSize - 1)) != 0) {
-    uint64_t idx = old >> 12;
-    PageRef p = as.FindGet(idx);
-    if (!p || !p->Test(Page::kUptodate)) {
-      p.Reset();
-      static const std::byte kZeros[kFrameSize] = {};
-      SC_RETURN_IF_ERROR(WritePagesLocked(as, old, {kZeros, kFrameSize - (old & (kFrameSize - 1))}));
-    }
+    static const std::byte kZeros[kFrameSize] = {};
+    SC_RETURN_IF_ERROR(WritePagesLocked(as, old, {kZeros, kFrameSize - (old & (kFrameSize - 1))}));
   }
-  if (((new_size + kFrameSize - 1) >> 12) > as.EofPages()) as.holes_exposed().store(true);
+  if (((new_size + kFrameSize - 1) >> 12) > as.EofPages()) as.MarkHolesExposed();
   as.set_size(new_size);
   return Status::Ok();
 }
 
 Status MaterializeHoles(AddressSpace& as) {
-  if (!as.holes_exposed().exchange(false)) return Status::Ok();
+  // One materializer at a time, and the exposed mark is cleared only once
+  // every hole is on its way: a Sync that stops early (a failed write, the
+  // dirty limit under failing writeback) leaves it for the next Sync, and a
+  // second Sync never returns before the first one's holes are dirty.
+  std::lock_guard lk(as.holes_mu());
+  if (!as.holes_exposed().load()) return Status::Ok();
   const uint64_t eof = as.EofPages();
   size_t batch = 0;
   for (uint64_t idx = 0; idx < eof; idx++) {
@@ -152,17 +155,22 @@ Status MaterializeHoles(AddressSpace& as) {
       SC_RETURN_IF_ERROR(as.cache().BalanceDirtyPages());
     }
   }
+  as.holes_exposed().store(false);
   return Status::Ok();
 }
 
 Status TruncateLocked(AddressSpace& as, uint64_t new_size) {
   const uint64_t old_pages = as.EofPages();
-  as.set_size(new_size);
   // 1. The partial last page: zero its tail, in the cache and on the device.
+  //    First, while the size is unchanged: this is the step that can fail
+  //    (the page may have to be read), and a failed truncate changes
+  //    nothing.
   if ((new_size & (kFrameSize - 1)) != 0) {
     static const std::byte kZeros[kFrameSize] = {};
-    SC_RETURN_IF_ERROR(WritePagesLocked(as, new_size, {kZeros, kFrameSize - (new_size & (kFrameSize - 1))}));
+    const uint64_t tail_end = std::min<uint64_t>((new_size | (kFrameSize - 1)) + 1, as.size());
+    SC_RETURN_IF_ERROR(WritePagesLocked(as, new_size, {kZeros, tail_end - new_size}));
   }
+  as.set_size(new_size);
   // 2. Whole pages past EOF leave the cache, dirty or not; fork copies
   //    still under I/O there land before the hole does.
   const uint64_t first = as.EofPages();

@@ -107,13 +107,30 @@ FileDevice::~FileDevice() {
 
 void FileDevice::RegisterMemory(std::span<std::byte> region) {
   std::lock_guard lk(sq_mu_);
-  if (registered_.load() || region.size() > (1ull << 30)) return;
+  if (registered_.load()) {
+    if (region.data() == reg_base_ && region.size() == reg_len_) reg_users_++;
+    return;
+  }
+  if (region.size() > (1ull << 30)) return;
   iovec iov{region.data(), region.size()};
   if (io_uring_register_buffers(&ring_, &iov, 1) == 0) {
     reg_base_ = region.data();
     reg_len_ = region.size();
+    reg_users_ = 1;
     registered_.store(true);
   }
+}
+
+void FileDevice::UnregisterMemory(std::span<std::byte> region) {
+  std::lock_guard lk(sq_mu_);
+  if (!registered_.load() || region.data() != reg_base_ || region.size() != reg_len_) return;
+  if (--reg_users_ != 0) return;
+  // Submit takes sq_mu_ to choose the fixed path, so none starts after this;
+  // the kernel keeps the buffers of requests already queued until they end.
+  io_uring_unregister_buffers(&ring_);
+  registered_.store(false);
+  reg_base_ = nullptr;
+  reg_len_ = 0;
 }
 
 void FileDevice::Submit(BioPtr bio) {

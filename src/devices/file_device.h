@@ -40,7 +40,10 @@ class FileDevice final : public BlockDevice {
 
   const DeviceInfo& Info() const override { return info_; }
   void Submit(BioPtr bio) override;
+  // The first region offered is registered as io_uring fixed buffers
+  // (counted: each Register needs its Unregister); others use plain I/O.
   void RegisterMemory(std::span<std::byte> region) override;
+  void UnregisterMemory(std::span<std::byte> region) override;
   void CollectStats(std::vector<LayerStats>& out) const override {
     out.push_back(counters_.Snapshot(info_.name));
   }
@@ -64,6 +67,7 @@ class FileDevice final : public BlockDevice {
   std::atomic<bool> registered_{false};
   std::byte* reg_base_ = nullptr;  // GUARDED_BY(sq_mu_)
   size_t reg_len_ = 0;             // GUARDED_BY(sq_mu_)
+  unsigned reg_users_ = 0;         // GUARDED_BY(sq_mu_)
   std::thread reaper_;
   mutable LayerCounters counters_;
 };

@@ -129,11 +129,28 @@ void IntegrityDevice::SubmitRead(BioPtr bio) {
   lower_->Submit(std::move(bio));
 }
 
+// Flushes run their tag phase one at a time. A flush may complete only
+// once every tag block dirtied before it is on the medium, including tag
+// writes an earlier flush started and has not finished: so a flush that
+// arrives while another one's tag writes are in flight waits for them, and
+// the flushes that queued meanwhile share one tag phase of their own.
 void IntegrityDevice::SubmitFlush(BioPtr flush) {
-  // 1. Snapshot the dirty tag blocks. 2. Write them. 3. Then flush below.
+  {
+    std::lock_guard lk(mu_);
+    queued_flushes_.push_back(std::move(flush));
+    if (flush_running_) return;
+    flush_running_ = true;
+  }
+  StartTagPhase();
+}
+
+void IntegrityDevice::StartTagPhase() {
+  // 1. Take the waiting flushes and snapshot the dirty tag blocks.
+  std::vector<BioPtr> flushes;
   std::vector<std::pair<uint64_t, std::shared_ptr<std::vector<Tag>>>> writes;
   {
     std::lock_guard lk(mu_);
+    flushes.swap(queued_flushes_);
     for (uint64_t tb : dirty_tag_blocks_) {
       auto buf = std::make_shared<std::vector<Tag>>(kTagsPerBlock, Tag{0, 0});
       uint64_t first = tb * kTagsPerBlock;
@@ -143,28 +160,42 @@ void IntegrityDevice::SubmitFlush(BioPtr flush) {
     }
     dirty_tag_blocks_.clear();
   }
-  struct Pending {
+  // 2. Write them; 3. once all have landed, flush below for each waiting
+  //    flush and start the next phase if more flushes queued.
+  struct Phase {
     std::atomic<size_t> left;
     std::mutex mu;
-    Status status;
-    BioPtr flush;
+    Status status;  // GUARDED_BY(mu)
+    std::vector<BioPtr> flushes;
   };
-  auto pending = std::make_shared<Pending>();
-  pending->left = writes.size() + 1;
-  pending->flush = std::move(flush);
-  auto finish_one = [this, pending](const Status& st) {
+  auto phase = std::make_shared<Phase>();
+  phase->left = writes.size() + 1;
+  phase->flushes = std::move(flushes);
+  auto finish_one = [this, phase](const Status& st) {
     if (!st.ok()) {
-      std::lock_guard lk(pending->mu);
-      pending->status.Update(st);
+      std::lock_guard lk(phase->mu);
+      phase->status.Update(st);
     }
-    if (pending->left.fetch_sub(1) != 1) return;
-    if (!pending->status.ok()) {
-      std::lock_guard lk(mu_);  // the tags did not land: write them again next time
-      for (uint64_t tb = 0; tb * kTagsPerBlock < data_blocks_; tb++) dirty_tag_blocks_.insert(tb);
-      Bio::Complete(std::move(pending->flush), pending->status);
-      return;
+    if (phase->left.fetch_sub(1) != 1) return;
+    Status tag_status;
+    {
+      std::lock_guard lk(phase->mu);
+      tag_status = phase->status;
     }
-    lower_->Submit(std::move(pending->flush));
+    bool again;
+    {
+      std::lock_guard lk(mu_);
+      // The tags did not land: write them all again next time.
+      if (!tag_status.ok())
+        for (uint64_t tb = 0; tb * kTagsPerBlock < data_blocks_; tb++) dirty_tag_blocks_.insert(tb);
+      again = !queued_flushes_.empty();
+      flush_running_ = again;
+    }
+    for (BioPtr& f : phase->flushes) {
+      if (tag_status.ok()) lower_->Submit(std::move(f));
+      else Bio::Complete(std::move(f), tag_status);
+    }
+    if (again) StartTagPhase();
   };
   for (auto& [tb, buf] : writes) {
     auto w = Bio::Make(BioOp::kWrite, tag_offset_ + tb * kBlock, Stability::kStable);

@@ -48,6 +48,7 @@ class IntegrityDevice final : public StackedDevice {
   void SubmitWrite(BioPtr bio);
   void SubmitRead(BioPtr bio);
   void SubmitFlush(BioPtr bio);
+  void StartTagPhase();
 
   IntegrityOptions opts_;
   uint64_t data_blocks_;
@@ -55,6 +56,8 @@ class IntegrityDevice final : public StackedDevice {
   std::mutex mu_;
   std::vector<Tag> tags_;            // GUARDED_BY(mu_)
   std::set<uint64_t> dirty_tag_blocks_;  // GUARDED_BY(mu_)
+  std::vector<BioPtr> queued_flushes_;   // GUARDED_BY(mu_): waiting for a tag phase
+  bool flush_running_ = false;           // GUARDED_BY(mu_): a tag phase is under way
 };
 
 }  // namespace stablecache

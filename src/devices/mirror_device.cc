@@ -15,16 +15,21 @@ constexpr uint64_t kBlock = 4096;
 constexpr uint32_t kScrubChunk = 256 << 10;
 }  // namespace
 
-// One read's progress over the legs. Steps run one after another (each leg
-// read is submitted from the previous one's completion), so no lock.
+// One read's progress. Steps run one after another (each leg read is
+// submitted from the previous one's completion), so no lock.
 struct MirrorDevice::Read {
   BioPtr parent;
   std::vector<BioSegment> segs;  // the caller's memory
   uint64_t offset = 0, len = 0;
-  std::vector<bool> failed;
+  size_t first_leg = 0;
   Status first_error;
-  bool locked = false;
   RangeLock::Ticket ticket = 0;
+  // Recovery, block by block, under the range lock.
+  std::shared_ptr<std::byte> flat;  // the range, gathered block by block
+  uint64_t block = 0;               // the block being recovered
+  size_t tries = 0;                 // legs tried for it so far
+  std::vector<std::pair<size_t, Status>> block_errors;  // its failed legs
+  std::vector<std::pair<uint64_t, size_t>> repairs;     // (block, leg) to rewrite
 };
 
 Result<std::shared_ptr<MirrorDevice>> MirrorDevice::Create(std::vector<std::shared_ptr<BlockDevice>> legs,
@@ -51,9 +56,22 @@ void MirrorDevice::Submit(BioPtr bio) {
   r->segs = bio->segments;
   r->offset = bio->offset;
   r->len = bio->Length();
-  r->failed.assign(legs_.size(), false);
+  r->first_leg = next_leg_.fetch_add(1, std::memory_order_relaxed) % legs_.size();
   r->parent = std::move(bio);
-  ReadFromLeg(r, next_leg_.fetch_add(1, std::memory_order_relaxed) % legs_.size());
+  auto c = Bio::Make(BioOp::kRead, r->offset, Stability::kStable);
+  c->segments = r->segs;
+  c->on_complete = [this, r](BioPtr, Status st) {
+    if (st.ok()) return Bio::Complete(std::move(r->parent), Status::Ok());
+    r->first_error = st.WithContext(fmt::format("mirror leg {}", r->first_leg));
+    // Recover with writes to the range held off, so a good copy we read is
+    // still the newest when we write it over a bad one.
+    locks_.Acquire(r->offset, r->offset + r->len, [this, r](RangeLock::Ticket t) {
+      r->ticket = t;
+      r->flat = AllocAligned(r->len);
+      RecoverBlock(r);
+    });
+  };
+  legs_[r->first_leg]->Submit(std::move(c));
 }
 
 void MirrorDevice::SubmitWrite(BioPtr bio) {
@@ -82,64 +100,60 @@ void MirrorDevice::SubmitWrite(BioPtr bio) {
   });
 }
 
-void MirrorDevice::ReadFromLeg(std::shared_ptr<Read> r, size_t leg) {
-  auto c = Bio::Make(BioOp::kRead, r->offset, Stability::kStable);
-  c->segments = r->segs;
-  c->on_complete = [this, r, leg](BioPtr, Status st) { LegReadDone(r, leg, std::move(st)); };
+// Reads block r->block from the next leg to try; every block is read from
+// the first leg that can, so one bad block on each leg still reads.
+void MirrorDevice::RecoverBlock(std::shared_ptr<Read> r) {
+  const size_t leg = (r->first_leg + r->tries) % legs_.size();
+  auto c = Bio::Make(BioOp::kRead, r->offset + r->block * kBlock, Stability::kStable);
+  c->AddSegment(r->flat.get() + r->block * kBlock, kBlock);
+  c->on_complete = [this, r, leg](BioPtr, Status st) { BlockRead(r, leg, std::move(st)); };
   legs_[leg]->Submit(std::move(c));
 }
 
-void MirrorDevice::LegReadDone(std::shared_ptr<Read> r, size_t leg, Status st) {
-  if (st.ok()) {
-    if (!r->locked) return Bio::Complete(std::move(r->parent), Status::Ok());
-    return Repair(std::move(r), leg);
+void MirrorDevice::BlockRead(std::shared_ptr<Read> r, size_t leg, Status st) {
+  if (!st.ok()) {
+    r->block_errors.emplace_back(leg, std::move(st));
+    if (++r->tries < legs_.size()) return RecoverBlock(std::move(r));
+    // No leg holds this block: the read fails, naming every leg's error.
+    std::string why;
+    for (auto& [l, e] : r->block_errors) why += fmt::format("; leg {}: {}", l, e.message());
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    locks_.Release(r->ticket);
+    // The code is the first leg's (an integrity error stays one).
+    Status first = r->block_errors.front().second;
+    return Bio::Complete(std::move(r->parent),
+                         first.WithContext(fmt::format("mirror: no leg could read block {} (offset {}){}; first",
+                                                       (r->offset >> 12) + r->block, r->offset + r->block * kBlock,
+                                                       why)));
   }
-  r->failed[leg] = true;
-  r->first_error.Update(st.WithContext(fmt::format("mirror leg {}", leg)));
-  auto untried = [](const Read& rd, size_t after) -> std::optional<size_t> {
-    for (size_t k = 1; k <= rd.failed.size(); k++)
-      if (size_t j = (after + k) % rd.failed.size(); !rd.failed[j]) return j;
-    return std::nullopt;
-  };
-  if (!r->locked) {
-    // Retry with writes to the range held off, so the good copy we read is
-    // still the newest when we write it over the bad one.
-    r->locked = true;
-    locks_.Acquire(r->offset, r->offset + r->len, [this, r, untried, leg](RangeLock::Ticket t) {
-      r->ticket = t;
-      ReadFromLeg(r, *untried(*r, leg));  // a mirror has >= 2 legs and one has failed
-    });
-    return;
-  }
-  if (auto next = untried(*r, leg)) return ReadFromLeg(std::move(r), *next);
-  counters_.errors.fetch_add(1, std::memory_order_relaxed);
-  locks_.Release(r->ticket);
-  Bio::Complete(std::move(r->parent),
-                r->first_error.WithContext(fmt::format("mirror: no leg could read [{}, {})", r->offset, r->offset + r->len)));
+  for (auto& [bad, e] : r->block_errors) r->repairs.emplace_back(r->block, bad);
+  r->block_errors.clear();
+  r->tries = 0;
+  if (++r->block < r->len / kBlock) return RecoverBlock(std::move(r));
+  r->parent->CopyFrom(r->flat.get());
+  Repair(std::move(r));
 }
 
-void MirrorDevice::Repair(std::shared_ptr<Read> r, size_t good_leg) {
-  counters_.degraded_reads.fetch_add(1, std::memory_order_relaxed);
-  // The caller owns its buffer once the read completes: repair from a copy.
-  std::shared_ptr<std::byte> copy = AllocAligned(r->len);
-  r->parent->CopyTo(copy.get());
-  Bio::Complete(std::move(r->parent), Status::Ok());
-  const uint64_t blocks = r->len / kBlock;
-  auto join = BioJoin::Start(nullptr, [this, r, good_leg](BioPtr, Status st) {
-    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+// Writes each recovered block over the copies that failed it, then
+// completes the read: the caller sees the read end only once the legs hold
+// good copies again, and nothing of this device runs after its completion
+// (the caller may drop the stack the moment its read is done).
+void MirrorDevice::Repair(std::shared_ptr<Read> r) {
+  if (!r->repairs.empty()) counters_.degraded_reads.fetch_add(1, std::memory_order_relaxed);
+  auto join = BioJoin::Start(nullptr, [this, r](BioPtr, Status st) {
+    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);  // the next read retries
     locks_.Release(r->ticket);
+    Bio::Complete(std::move(r->parent), Status::Ok());
   });
-  for (size_t i = 0; i < legs_.size(); i++) {
-    if (!r->failed[i] || i == good_leg) continue;
-    auto c = join->Child(BioOp::kWrite, r->offset, Stability::kStable);
-    c->AddSegment(copy.get(), static_cast<uint32_t>(r->len));
-    c->keep_alive.push_back(copy);
+  for (auto [block, leg] : r->repairs) {
+    auto c = join->Child(BioOp::kWrite, r->offset + block * kBlock, Stability::kStable);
+    c->AddSegment(r->flat.get() + block * kBlock, kBlock);
     auto counted = std::move(c->on_complete);
-    c->on_complete = [this, counted = std::move(counted), blocks](BioPtr b, Status st) {
-      if (st.ok()) counters_.repairs.fetch_add(blocks, std::memory_order_relaxed);
+    c->on_complete = [this, counted = std::move(counted)](BioPtr b, Status st) {
+      if (st.ok()) counters_.repairs.fetch_add(1, std::memory_order_relaxed);
       counted(std::move(b), std::move(st));
     };
-    legs_[i]->Submit(std::move(c));
+    legs_[leg]->Submit(std::move(c));
   }
   join->Arm();
 }
@@ -160,23 +174,24 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
   const size_t n = legs_.size();
   const uint64_t blocks = len / kBlock;
   std::vector<std::shared_ptr<std::byte>> bufs(n);
-  // readable[i][b]: leg i returned block b.
-  std::vector<std::vector<bool>> readable(n, std::vector<bool>(blocks, true));
+  // errors[i][b]: why leg i could not read block b (empty: it could).
+  std::vector<std::vector<std::string>> errors(n, std::vector<std::string>(blocks));
   for (size_t i = 0; i < n; i++) {
     bufs[i] = AllocAligned(len);
     if (ReadSync(*legs_[i], offset, bufs[i].get(), len).ok()) continue;
     for (uint64_t b = 0; b < blocks; b++) {  // find which blocks
       Status st = ReadSync(*legs_[i], offset + b * kBlock, bufs[i].get() + b * kBlock, kBlock);
-      if (st.ok()) continue;
-      readable[i][b] = false;
-      report.Add({ScrubFinding::Kind::kUnreadable, info_.name, offset / kBlock + b,
-                  fmt::format("leg {}: {}", i, st.message())});
+      if (!st.ok()) errors[i][b] = st.message();
     }
   }
   for (uint64_t b = 0; b < blocks; b++) {
     std::optional<size_t> ref;
+    std::string why;
     for (size_t i = 0; i < n; i++) {
-      if (!readable[i][b]) continue;
+      if (!errors[i][b].empty()) {
+        why += fmt::format("{}leg {}: {}", why.empty() ? "" : "; ", i, errors[i][b]);
+        continue;
+      }
       if (!ref) {
         ref = i;
         continue;
@@ -187,6 +202,10 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
                   fmt::format("leg {} differs from leg {}", i, *ref)});
       break;
     }
+    if (why.empty()) continue;
+    // Unreadable only when no leg holds it; otherwise a read repairs it.
+    report.Add({ref ? ScrubFinding::Kind::kDegraded : ScrubFinding::Kind::kUnreadable, info_.name,
+                offset / kBlock + b, ref ? fmt::format("leg {} holds it; {}", *ref, why) : why});
   }
   report.blocks_checked += blocks;
   return Status::Ok();

@@ -342,15 +342,17 @@ void ParityDevice::FinishRebuild(std::shared_ptr<ReadOp> op) {
     xor_gen(static_cast<int>(n), kChunk, vec.data());
     std::memcpy(op->blocks[op->lost[i]], vec[n - 1], kChunk);
   }
-  Bio::Complete(std::move(op->parent), Status::Ok());
   LegRuns runs(n);
   for (size_t i = 0; i < op->lost.size(); i++) {
     Place p = DataPlace(op->first_block + op->lost[i]);
     runs.Add(p.leg, p.offset, repair.get() + i * kChunk, i);
   }
+  // The read completes after its repair: nothing of this device may run
+  // after the caller's completion (it may drop the stack right then).
   auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status st) {
-    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);  // the next read retries
     stripe_locks_.Release(op->ticket);
+    Bio::Complete(std::move(op->parent), Status::Ok());
   });
   SubmitRuns(join, BioOp::kWrite, Stability::kStable, runs, [this, repair](Bio& c, LegRuns::Run& r) {
     c.keep_alive.push_back(repair);
@@ -399,18 +401,26 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
       RangeLock::Ticket t;
       ~Unlock() { l.Release(t); }
     } unlock{stripe_locks_, stripe_locks_.AcquireSync(s0, s0 + count)};
-    std::vector<bool> readable(count, true);
+    // Per stripe: the legs whose chunk could not be read, and why.
+    std::vector<std::string> why(count);
+    std::vector<size_t> failed(count, 0);
     for (size_t leg = 0; leg < n; leg++) {
       if (ReadSync(*legs_[leg], s0 * kChunk, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
       for (uint64_t i = 0; i < count; i++) {
         Status st = ReadSync(*legs_[leg], (s0 + i) * kChunk, bufs[leg].get() + i * kChunk, kChunk);
         if (st.ok()) continue;
-        readable[i] = false;
-        report.Add({ScrubFinding::Kind::kUnreadable, info_.name, s0 + i, fmt::format("leg {}: {}", leg, st.message())});
+        failed[i]++;
+        why[i] += fmt::format("{}leg {}: {}", why[i].empty() ? "" : "; ", leg, st.message());
       }
     }
     for (uint64_t i = 0; i < count; i++) {
-      if (!readable[i]) continue;
+      // One lost chunk is rebuilt from the rest of its stripe (degraded);
+      // two lose data (unreadable). Neither stripe can be checked.
+      if (failed[i] != 0) {
+        report.Add({failed[i] == 1 ? ScrubFinding::Kind::kDegraded : ScrubFinding::Kind::kUnreadable, info_.name,
+                    s0 + i, why[i]});
+        continue;
+      }
       for (size_t leg = 0; leg < n; leg++) vec[leg] = bufs[leg].get() + i * kChunk;
       if (xor_check(static_cast<int>(n), kChunk, vec.data()) == 0) continue;
       counters_.parity_mismatch.fetch_add(1, std::memory_order_relaxed);

@@ -123,7 +123,7 @@ TEST(Mirror, AReadRepairsALegThatIntegrityCaughtCorrupt) {
   for (int i = 0; i < 2; i++) EXPECT_EQ(ReadAll(*m, 4096, 8192), data);  // one of these hits leg 1
   LayerStats s = Top(*m);
   EXPECT_EQ(s.degraded_reads, 1u);
-  EXPECT_EQ(s.repairs, 2u);  // the whole 8 KiB read was rewritten on leg 1
+  EXPECT_EQ(s.repairs, 1u);  // only the bad block was rewritten on leg 1
   // The repair landed (it completes under the range lock; a write waits for it).
   ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());
   EXPECT_EQ(ReadAll(*i1, 4096, 8192), data);
@@ -142,7 +142,8 @@ TEST(Mirror, EveryLegBadIsAnIntegrityErrorNotData) {
   EXPECT_EQ(st.code(), Code::kIntegrityError);
   EXPECT_NE(st.message().find("no leg could read"), std::string::npos) << st.message();
   ScrubReport r = ScrubOf(*m);
-  EXPECT_EQ(r.unreadable, 2u);  // block 0 on both legs
+  EXPECT_EQ(r.unreadable, 1u);  // block 0: no leg holds it
+  EXPECT_EQ(r.degraded, 0u);
 }
 
 TEST(Mirror, AWriteFailingOnOneLegFailsAndNamesTheLeg) {

@@ -39,6 +39,7 @@ const char* ScrubKindName(ScrubFinding::Kind k) {
     case ScrubFinding::Kind::kMirrorDivergence: return "diverged";
     case ScrubFinding::Kind::kParityMismatch: return "parity";
     case ScrubFinding::Kind::kUnreadable: return "unreadable";
+    case ScrubFinding::Kind::kDegraded: return "degraded";
   }
   return "?";
 }

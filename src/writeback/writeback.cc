@@ -92,13 +92,19 @@ size_t WritebackRange(AddressSpace& as, uint64_t first, uint64_t last, Writeback
       flush_batch();  // our own batch may hold the write we wait for
       prior->WaitWriteback();
     }
-    // 3. Clear Dirty; pages past EOF are truncated data.
-    if (skip || !as.TakeDirty(p.get()) || idx >= as.EofPages()) {
+    // 3. Only dirty pages; pages past EOF are truncated data.
+    if (skip || !p->Test(Page::kDirty)) {
       p->Unlock();
       continue;
     }
-    as.MarkValid(idx);
-    // 4. Bounce policy: the I/O gets a private copy.
+    if (idx >= as.EofPages()) {
+      as.TakeDirty(p.get());
+      p->Unlock();
+      continue;
+    }
+    // 4. Bounce policy: the I/O gets a private copy. The page stays Dirty
+    //    (and locked) while we may sleep for a frame, so a Sync meanwhile
+    //    finds it dirty and waits on its lock.
     uint32_t bounce = kNoFrame;
     if (as.policy() == StablePolicy::kBounce) {
       bounce = pool.TryAllocIoFrame();
@@ -109,9 +115,12 @@ size_t WritebackRange(AddressSpace& as, uint64_t first, uint64_t last, Writeback
       std::memcpy(pool.FrameData(bounce), pool.Data(p.get()), kFrameSize);
       as.cache().counters().bytes_bounced.fetch_add(kFrameSize, std::memory_order_relaxed);
     }
-    // 5. Writeback on, in flight, unlock.
+    // 5. Writeback on and in flight before Dirty clears: at every instant a
+    //    Sync sees the page as dirty or as in flight. Then unlock.
     p->StartWriteback();
     as.AddInFlight(idx, p.get());
+    as.TakeDirty(p.get());
+    as.MarkValid(idx);
     p->Unlock();
     // 6. Batch.
     if (batch && (idx != batch->first_idx + batch->entries.size() || batch->entries.size() >= max_bio))
