@@ -401,3 +401,52 @@ TEST(AcknowledgedData, DroppingAHandleWhoseSyncFailsKeepsTheDirtyPages) {
 
 }  // namespace
 }  // namespace stablecache
+
+namespace stablecache {
+namespace {
+
+// A completion that holds the last reference to its device destroys the
+// device on the device's own thread (the io_uring reaper, the delay timer,
+// the late-DMA worker). That thread cannot join itself; it must finish the
+// rest of its queue and leave without touching the freed device.
+void DropTheStackInsideItsOwnCompletion(std::shared_ptr<BlockDevice> dev) {
+  std::weak_ptr<BlockDevice> weak = dev;
+  std::atomic<int> completed{0};
+  std::vector<std::vector<std::byte>> bufs;
+  for (int i = 0; i < 4; i++) bufs.push_back(Pattern(kPage, i));
+  for (int i = 0; i < 4; i++) {
+    auto bio = Bio::Make(BioOp::kWrite, i * kPage, Stability::kStable);
+    bio->AddSegment(bufs[i].data(), kPage);
+    bio->on_complete = [&completed, keep = dev](BioPtr, Status st) {
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      completed++;
+    };
+    dev->Submit(std::move(bio));
+  }
+  dev.reset();  // only the bios' completions hold it now
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       (completed < 4 || !weak.expired()) && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(completed.load(), 4);
+  EXPECT_TRUE(weak.expired());
+  std::this_thread::sleep_for(20ms);  // a worker that outlived its device would crash now
+}
+
+TEST(DeviceLifetime, AFileDeviceDroppedByItsOwnCompletion) {
+  testing::TempFile img("selfdrop");
+  auto dev = BuildStack("file", BuildOptions{img.path(), 1 << 20});
+  ASSERT_TRUE(dev);
+  DropTheStackInsideItsOwnCompletion(std::move(*dev));
+}
+
+TEST(DeviceLifetime, ALateCopyMemoryDeviceDroppedByItsOwnCompletion) {
+  DropTheStackInsideItsOwnCompletion(*MemoryDevice::Create({.size_bytes = 1 << 20, .late_copy = true, .delay = 2ms}));
+}
+
+TEST(DeviceLifetime, ADelayLayerDroppedByItsOwnCompletion) {
+  DropTheStackInsideItsOwnCompletion(
+      std::make_shared<DelayDevice>(*MemoryDevice::Create({.size_bytes = 1 << 20}), 2ms));
+}
+
+}  // namespace
+}  // namespace stablecache

@@ -4,7 +4,7 @@ namespace stablecache {
 
 DelayDevice::DelayDevice(std::shared_ptr<BlockDevice> lower, std::chrono::microseconds delay)
     : StackedDevice(std::move(lower), "delay", Stability::kUnstable), delay_(delay) {
-  timer_ = std::thread([this] { Run(); });
+  timer_.Start([this] { Run(); });
 }
 
 DelayDevice::~DelayDevice() {
@@ -13,7 +13,18 @@ DelayDevice::~DelayDevice() {
     stop_ = true;
   }
   cv_.notify_all();
-  timer_.join();
+  if (timer_.OnThisThread()) {
+    // A completion the timer ran dropped us: finish the rest now.
+    std::unique_lock lk(mu_);
+    while (!due_.empty()) {
+      Due d = std::move(due_.front());
+      due_.pop_front();
+      lk.unlock();
+      Bio::Complete(std::move(d.bio), std::move(d.status));
+      lk.lock();
+    }
+  }
+  timer_.Stop();
 }
 
 void DelayDevice::Submit(BioPtr bio) {
@@ -46,6 +57,7 @@ void DelayDevice::Run() {
     due_.pop_front();
     lk.unlock();
     Bio::Complete(std::move(d.bio), std::move(d.status));
+    if (CompletionThread::OwnerGone()) return;  // that completion destroyed us
     lk.lock();
   }
 }

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "block/stacked_device.h"
+#include "util/completion_thread.h"
 
 namespace stablecache {
 
@@ -31,7 +32,7 @@ class DelayDevice final : public StackedDevice {
   std::condition_variable cv_;
   std::deque<Due> due_;  // GUARDED_BY(mu_), ordered by `at`
   bool stop_ = false;    // GUARDED_BY(mu_)
-  std::thread timer_;
+  CompletionThread timer_;
 };
 
 }  // namespace stablecache

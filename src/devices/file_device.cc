@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -84,21 +85,28 @@ Result<std::shared_ptr<FileDevice>> FileDevice::Open(const FileDeviceOptions& op
   dev->info_.name = fmt::format("file:{}", opts.path);
   dev->info_.size_bytes = size;
   dev->info_.logical_block_size = 512;
-  dev->reaper_ = std::thread([d = dev.get()] { d->Reap(); });
+  dev->reaper_.Start([d = dev.get()] { d->Reap(); });
   return dev;
 }
 
 FileDevice::~FileDevice() {
-  if (reaper_.joinable()) {
-    {
+  if (ring_.ring_fd > 0) {
+    if (reaper_.OnThisThread()) {
+      // A completion this reaper ran dropped the last reference: nobody
+      // else reaps, so finish what is still in flight here.
+      while (in_flight_.load() != 0 && ReapOne()) {
+      }
+    } else {
+      // Dropped with I/O in flight: let it finish first.
+      for (uint64_t n; (n = in_flight_.load()) != 0;) in_flight_.wait(n);
       std::lock_guard lk(sq_mu_);
       io_uring_sqe* sqe;
-      while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) io_uring_submit(&ring_);
+      while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) SubmitQueuedLocked();
       io_uring_prep_nop(sqe);
       io_uring_sqe_set_data64(sqe, kStopToken);
-      io_uring_submit(&ring_);
+      SubmitQueuedLocked();
     }
-    reaper_.join();
+    reaper_.Stop();
     io_uring_queue_exit(&ring_);
   }
   if (direct_fd_ >= 0) close(direct_fd_);
@@ -136,6 +144,7 @@ void FileDevice::UnregisterMemory(std::span<std::byte> region) {
 void FileDevice::Submit(BioPtr bio) {
   if (!AdmitBio(*this, bio, counters_)) return;
   auto* req = new Request();
+  in_flight_.fetch_add(1);
   Bio& b = *bio;
   req->bio = std::move(bio);
   std::lock_guard lk(sq_mu_);
@@ -170,7 +179,7 @@ void FileDevice::EnqueueLocked(Request* req) {
   const BioOp kind = req->bio->op;
   for (Op& op : req->ops) {
     io_uring_sqe* sqe;
-    while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) io_uring_submit(&ring_);  // back-pressure
+    while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) SubmitQueuedLocked();  // back-pressure
     if (kind == BioOp::kFlush) {
       io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
     } else if (op.fixed) {
@@ -188,21 +197,47 @@ void FileDevice::EnqueueLocked(Request* req) {
     io_uring_sqe_set_data(sqe, &op);
     HandToKernel(&op);
   }
-  io_uring_submit(&ring_);
+  SubmitQueuedLocked();
+}
+
+// Hands every queued SQE to the kernel. EINTR, EAGAIN (no memory for the
+// request now) and EBUSY (the completion queue is full until the reaper
+// drains it) pass: retry. Anything else means the ring itself is unusable,
+// which no caller can recover from; say so rather than hang silently.
+void FileDevice::SubmitQueuedLocked() {
+  for (;;) {
+    int rc = io_uring_submit(&ring_);
+    if (rc >= 0 && io_uring_sq_ready(&ring_) == 0) return;
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      fmt::print(stderr, "stablecache: io_uring_submit on {} failed: {}\n", path_, std::strerror(-rc));
+      std::abort();
+    }
+    std::this_thread::yield();
+  }
 }
 
 void FileDevice::Reap() {
+  while (ReapOne()) {
+    if (CompletionThread::OwnerGone()) return;  // that completion destroyed us
+  }
+}
+
+bool FileDevice::ReapOne() {
   for (;;) {
     io_uring_cqe* cqe = nullptr;
     int rc = io_uring_wait_cqe(&ring_, &cqe);
-    if (rc == -EINTR) continue;
-    if (rc < 0) return;
+    if (rc == -EINTR || rc == -EAGAIN || rc == -ETIME) continue;
+    if (rc < 0) {
+      fmt::print(stderr, "stablecache: io_uring_wait_cqe on {} failed: {}\n", path_, std::strerror(-rc));
+      return false;
+    }
     uint64_t data = io_uring_cqe_get_data64(cqe);
     int res = cqe->res;
     io_uring_cqe_seen(&ring_, cqe);
-    if (data == kStopToken) return;
+    if (data == kStopToken) return false;
     TakeFromKernel(reinterpret_cast<Op*>(data));
     FinishOp(reinterpret_cast<Op*>(data), res);
+    return true;
   }
 }
 
@@ -210,7 +245,11 @@ void FileDevice::FinishOp(Op* op, int res) {
   Request* req = op->req;
   const BioOp kind = req->bio->op;
   Status st;
-  if (res == -ECANCELED) {
+  if (res == -EAGAIN && kind != BioOp::kFlush) {
+    res = 0;  // the kernel would not wait for it (no memory now): the loop below does it all
+  } else if (res == -EAGAIN) {
+    res = fdatasync(req->fd) == 0 ? 0 : -errno;
+  } else if (res == -ECANCELED) {
     // io_uring cancels work it punted to its io-wq workers when the thread
     // that submitted it exits (a writer thread that ran a sync_range, then
     // ended). The bio is still ours to finish: do it here, synchronously.
@@ -265,7 +304,11 @@ void FileDevice::FinishOp(Op* op, int res) {
     std::lock_guard lk(req->mu);
     final_status = req->status;
   }
-  Bio::Complete(std::move(req->bio), final_status);
+  BioPtr bio = std::move(req->bio);
+  owned.reset();
+  // Counted out before the completion, which may destroy this device.
+  if (in_flight_.fetch_sub(1) == 1) in_flight_.notify_all();
+  Bio::Complete(std::move(bio), final_status);
 }
 
 }  // namespace stablecache

@@ -7,7 +7,11 @@
 // system allows it; others use a buffered one. A reaper thread completes
 // bios. Short transfers, and requests io_uring cancelled because the
 // submitting thread exited, are finished synchronously; errors become Status
-// values naming the file, op and offset. Thread-safe.
+// values naming the file, op and offset. io_uring's transient refusals
+// (EINTR, EAGAIN, EBUSY on submit; EAGAIN as a result) are retried, the
+// latter synchronously. Destroying the device waits for its requests in
+// flight; it may happen on the reaper thread itself (a completion dropped
+// the last reference), which then finishes the rest inline. Thread-safe.
 #pragma once
 
 #include <liburing.h>
@@ -19,6 +23,7 @@
 #include <thread>
 
 #include "block/layer_counters.h"
+#include "util/completion_thread.h"
 #include "stablecache/block_device.h"
 
 namespace stablecache {
@@ -55,8 +60,12 @@ class FileDevice final : public BlockDevice {
   struct Op;
   FileDevice() = default;
   void Reap();
+  // Waits for one completion and finishes its op. False when the ring
+  // failed for good, or on the stop token.
+  bool ReapOne();
   void FinishOp(Op* op, int res);
   void EnqueueLocked(Request* req);
+  void SubmitQueuedLocked();
 
   DeviceInfo info_;
   std::string path_;
@@ -68,7 +77,8 @@ class FileDevice final : public BlockDevice {
   std::byte* reg_base_ = nullptr;  // GUARDED_BY(sq_mu_)
   size_t reg_len_ = 0;             // GUARDED_BY(sq_mu_)
   unsigned reg_users_ = 0;         // GUARDED_BY(sq_mu_)
-  std::thread reaper_;
+  CompletionThread reaper_;
+  std::atomic<uint64_t> in_flight_{0};  // requests submitted and not yet completed
   mutable LayerCounters counters_;
 };
 

@@ -21,7 +21,7 @@ MemoryDevice::MemoryDevice(const MemoryDeviceOptions& opts, std::byte* mem) : op
   info_.name = fmt::format("memory:{}", opts.size_bytes);
   info_.size_bytes = opts.size_bytes;
   info_.logical_block_size = 512;
-  if (opts_.late_copy) worker_ = std::thread([this] { Run(); });
+  if (opts_.late_copy) worker_.Start([this] { Run(); });
 }
 
 MemoryDevice::~MemoryDevice() {
@@ -31,7 +31,20 @@ MemoryDevice::~MemoryDevice() {
     release_budget_ = SIZE_MAX;
   }
   cv_.notify_all();
-  if (worker_.joinable()) worker_.join();
+  if (worker_.OnThisThread()) {
+    // A completion the worker ran dropped us: it will not loop again, so
+    // the writes still held land now.
+    std::unique_lock lk(mu_);
+    while (!held_.empty()) {
+      Held h = std::move(held_.front());
+      held_.pop_front();
+      lk.unlock();
+      CopyWrite(*h.bio);
+      Bio::Complete(std::move(h.bio), Status::Ok());
+      lk.lock();
+    }
+  }
+  worker_.Stop();
   munmap(mem_, opts_.size_bytes);
 }
 
@@ -100,6 +113,7 @@ void MemoryDevice::Run() {
     pending_count_.fetch_sub(1);
     pending_count_.notify_all();
     Bio::Complete(std::move(h.bio), Status::Ok());
+    if (CompletionThread::OwnerGone()) return;  // that completion destroyed us
     lk.lock();
   }
 }

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "block/layer_counters.h"
+#include "util/completion_thread.h"
 #include "stablecache/block_device.h"
 
 namespace stablecache {
@@ -73,7 +74,7 @@ class MemoryDevice final : public BlockDevice {
   size_t release_budget_ = 0;  // GUARDED_BY(mu_)
   bool stop_ = false;          // GUARDED_BY(mu_)
   std::atomic<uint32_t> pending_count_{0};
-  std::thread worker_;
+  CompletionThread worker_;
 };
 
 }  // namespace stablecache
