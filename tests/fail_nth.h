@@ -171,6 +171,7 @@ struct Scenario {
   // A leg's repair write may fail with nobody to tell (the read that
   // asked for it already succeeded): failed writes need not surface.
   bool writes_may_be_repairs = false;
+  std::function<void(CacheOptions&)> tune;  // cache options of every phase
 };
 
 struct Injection {
@@ -218,10 +219,12 @@ inline Status ReadWhole(File& f, std::vector<std::byte>& out) {
 }
 
 inline void RunOnceUnbounded(const Scenario& sc, const Injection& inj, StablePolicy policy, RunResult& r) {
-  auto fail = [&](Verdict v, std::string why) {
+  auto fail = [&](Verdict v, std::string why) {  // the first verdict stands; later findings are appended
     if (r.verdict == Verdict::kOk) r.verdict = v, r.detail = std::move(why);
+    else r.detail += fmt::format("; then {}: {}", VerdictName(v), why);
   };
-  const CacheOptions copts = FailNthCacheOptions(policy);
+  CacheOptions copts = FailNthCacheOptions(policy);
+  if (sc.tune) sc.tune(copts);
   Rig rig = sc.build();
   Model m;
   // 1. Setup, clean, in its own cache.

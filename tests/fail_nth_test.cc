@@ -299,6 +299,25 @@ TEST(FailNthPending, TruncateDownThenBackUp) {
   Expect(FailEachFrame(sc, StablePolicy::kBounce), sc.name + " frame");
 }
 
+// Defect 4: growing the file exposes more holes than the dirty limit, so
+// the Sync that writes them out is throttled; a writeback error meanwhile
+// stops it, and today no later Sync writes the remaining holes: a fresh
+// cache reads the stale device bytes instead of zeros.
+TEST(FailNthPending, GrowingPastTheDirtyLimit) {
+  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 4 (set STABLECACHE_PENDING_FIXES)";
+  Scenario sc{.name = "truncate_up_many_holes",
+              .build = Plain,
+              .setup = Fill(200 * kPage),
+              .reopen_size = kPage + 100,
+              .op = [](File& f, Model& m) { return OpOutcome{DoTruncate(f, m, 200 * kPage)}; },
+              .tune = [](CacheOptions& o) {
+                o.capacity_bytes = 64 * kPage;
+                o.dirty_background_ratio = 0.1;
+                o.dirty_ratio = 0.4;
+              }};
+  Expect(FailEachBio(sc, StablePolicy::kAuto), sc.name + " bio");
+}
+
 // Defect 10: every block has a good copy (block 10 bad on leg 1, block 12
 // on leg 0), so every read must succeed and repair both.
 TEST(FailNthPending, MirrorRepairsPerBlock) {
