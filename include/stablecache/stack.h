@@ -16,7 +16,8 @@
 //
 // Leaves:  memory:SIZE (late_copy=0|1, delay_us=N), file:PATH (size=SIZE,
 //          direct=auto|on|off). A bare `file` uses BuildOptions::default_file.
-// Layers:  fault (op, offset, len, error, count), verify, delay (us=N),
+// Layers:  fault (op, offset, len, error, count, nth=N: fail the Nth
+//          matching bio, skip=N, action=fail|drop), verify, delay (us=N),
 //          integrity (guard=crc16|crc32c, require=unstable|declared|stable).
 // Fan-outs (last layer, legs in parentheses):
 //          mirror(leg, leg, ...; require=...)   RAID-1, >= 2 legs

@@ -125,7 +125,7 @@ Result<int> ParseErrno(std::string_view s) {
 }
 
 Result<std::shared_ptr<BlockDevice>> BuildFault(const Ctx& c, const LayerSpec& l, std::shared_ptr<BlockDevice> lower) {
-  auto o = TakeOptions(c, l, {"op", "offset", "len", "error", "count"});
+  auto o = TakeOptions(c, l, {"op", "offset", "len", "error", "count", "nth", "skip", "action"});
   if (!o) return Err(o.error());
   FaultRule r;
   if (auto it = o->find("op"); it != o->end()) {
@@ -152,6 +152,26 @@ Result<std::shared_ptr<BlockDevice>> BuildFault(const Ctx& c, const LayerSpec& l
       if (!n) return c.Fail(l, "count must be a number or forever");
       r.count = static_cast<int64_t>(*n);
     }
+  }
+  // nth=N fails the Nth matching bio (once, unless count says otherwise);
+  // skip=N lets N matching bios through first. They are two spellings of
+  // one field, so giving both is an error.
+  if (o->count("nth") && o->count("skip")) return c.Fail(l, "give nth or skip, not both (nth=N is skip=N-1)");
+  if (auto it = o->find("nth"); it != o->end()) {
+    auto n = ParseSize(it->second);
+    if (!n || *n == 0 || *n > uint64_t{INT64_MAX}) return c.Fail(l, "nth must be a number from 1 (the first matching bio)");
+    r.skip = static_cast<int64_t>(*n - 1);
+    if (!o->count("count")) r.count = 1;
+  }
+  if (auto it = o->find("skip"); it != o->end()) {
+    auto n = ParseSize(it->second);
+    if (!n || *n > uint64_t{INT64_MAX}) return c.Fail(l, "skip must be a number");
+    r.skip = static_cast<int64_t>(*n);
+  }
+  if (auto it = o->find("action"); it != o->end()) {
+    if (it->second == "fail") r.action = FaultAction::kFail;
+    else if (it->second == "drop") r.action = FaultAction::kDrop;
+    else return c.Fail(l, fmt::format("action must be fail or drop, not '{}'", it->second));
   }
   auto dev = std::make_shared<FaultDevice>(std::move(lower));
   if (!o->empty()) dev->AddRule(r);

@@ -25,6 +25,7 @@ PagePool::PagePool(std::unique_ptr<FrameArena> arena, uint32_t capacity, uint32_
 }
 
 Page* PagePool::TryAllocPage() {
+  if (InjectAllocFault(FrameKind::kPageFrame)) return nullptr;
   uint32_t n = cached_.fetch_add(1, std::memory_order_acq_rel);
   if (n >= capacity_) {
     cached_.fetch_sub(1, std::memory_order_acq_rel);
@@ -52,6 +53,7 @@ void PagePool::Put(Page* p) {
 }
 
 uint32_t PagePool::TryAllocIoFrame() {
+  if (InjectAllocFault(FrameKind::kIoFrame)) return kNoFrame;
   uint32_t n = io_in_use_.fetch_add(1, std::memory_order_acq_rel);
   if (n >= io_reserve_) {
     io_in_use_.fetch_sub(1, std::memory_order_acq_rel);
@@ -75,6 +77,32 @@ void PagePool::FreeIoFrame(uint32_t frame) {
   arena_->Free(frame);
   io_in_use_.fetch_sub(1, std::memory_order_acq_rel);
   BumpFreeEvent();
+}
+
+bool PagePool::InjectAllocFault(FrameKind k) {
+  AllocFault& f = fault(k);
+  const uint64_t n = f.attempts.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (n < f.fail_from.load(std::memory_order_acquire) || n >= f.fail_to.load(std::memory_order_acquire)) return false;
+  f.injected.fetch_add(1, std::memory_order_relaxed);
+  // The quota was used up for a moment and a frame is freed right after:
+  // a caller that sleeps on free_event until one is freed must wake.
+  BumpFreeEvent();
+  return true;
+}
+
+void PagePool::FailNthAllocation(FrameKind k, uint64_t nth, uint64_t count) {
+  AllocFault& f = fault(k);
+  f.fail_from.store(UINT64_MAX, std::memory_order_release);  // disarmed while it moves
+  const uint64_t from = f.attempts.load() + nth;
+  f.fail_to.store(count > UINT64_MAX - from ? UINT64_MAX : from + count, std::memory_order_release);
+  f.fail_from.store(from, std::memory_order_release);
+}
+
+void PagePool::ClearAllocationFaults() {
+  for (auto& f : alloc_faults_) {
+    f.fail_from.store(UINT64_MAX, std::memory_order_release);
+    f.fail_to.store(UINT64_MAX, std::memory_order_release);
+  }
 }
 
 void PagePool::BumpFreeEvent() {

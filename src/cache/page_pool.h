@@ -47,6 +47,20 @@ class PagePool {
   std::atomic<uint32_t>& free_event() { return free_event_; }
   void BumpFreeEvent();
 
+  // ---- test hook: frame-allocation faults (fail the Nth) ----
+  // Every allocation attempt is counted by kind (TryAllocPage: kPageFrame;
+  // TryAllocIoFrame, also under AllocIoFrame: kIoFrame). An armed fault
+  // makes attempts nth .. nth+count-1 of a kind, counted from the arming,
+  // fail as if that quota were used up for a moment (a frame is freed
+  // right after: free_event is bumped), so callers take their
+  // out-of-frames paths (reclaim, wait, fall back) on purpose.
+  enum class FrameKind : uint8_t { kPageFrame = 0, kIoFrame = 1 };
+  uint64_t alloc_attempts(FrameKind k) const { return fault(k).attempts.load(); }
+  uint64_t alloc_faults_injected(FrameKind k) const { return fault(k).injected.load(); }
+  // REQUIRES: nth >= 1. count 0 disarms.
+  void FailNthAllocation(FrameKind k, uint64_t nth, uint64_t count = 1);
+  void ClearAllocationFaults();
+
  private:
   PagePool(std::unique_ptr<FrameArena> arena, uint32_t capacity, uint32_t io_reserve);
 
@@ -58,6 +72,18 @@ class PagePool {
   std::atomic<uint32_t> max_cached_{0};
   std::atomic<uint32_t> io_in_use_{0};
   std::atomic<uint32_t> free_event_{0};
+
+  struct AllocFault {
+    std::atomic<uint64_t> attempts{0};
+    std::atomic<uint64_t> fail_from{UINT64_MAX};  // attempt numbers [fail_from, fail_to) fail
+    std::atomic<uint64_t> fail_to{UINT64_MAX};
+    std::atomic<uint64_t> injected{0};
+  };
+  AllocFault& fault(FrameKind k) { return alloc_faults_[static_cast<size_t>(k)]; }
+  const AllocFault& fault(FrameKind k) const { return alloc_faults_[static_cast<size_t>(k)]; }
+  // Counts an attempt; true when the test hook says it fails.
+  bool InjectAllocFault(FrameKind k);
+  AllocFault alloc_faults_[2];
 };
 
 }  // namespace stablecache
