@@ -29,7 +29,6 @@ using Bytes = std::vector<std::byte>;
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kFileBytes = 64 * kPage;
 
-bool PendingFixes() { return std::getenv("STABLECACHE_PENDING_FIXES") != nullptr; }
 
 bool Bounded(std::function<void()> fn) { return testing::RunBounded(std::move(fn), std::chrono::seconds(10)); }
 
@@ -73,7 +72,6 @@ void CachesInTurn(const std::shared_ptr<BlockDevice>& dev, int rounds, int* aren
 class DeviceLifetimeFile : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DeviceLifetimeFile, SeveralCachesInTurnOverOneFileDevice) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 1 (set STABLECACHE_PENDING_FIXES)";
   TempFile tmp("lifetime");
   auto dev = BuildStack(fmt::format("file:{}(size=4M,direct={})", tmp.path(), GetParam()));
   ASSERT_TRUE(dev) << dev.error().ToString();
@@ -169,13 +167,11 @@ void DropStackWithRepairInFlight(size_t legs_n, uint64_t bad_leg, uint64_t bad_o
 }
 
 TEST(DeviceLifetime, MirrorDroppedWithARepairInFlight) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 6 (set STABLECACHE_PENDING_FIXES)";
   // The first read goes to leg 0.
   EXPECT_TRUE(Bounded([] { DropStackWithRepairInFlight<MirrorDevice>(2, 0, 0); })) << "hang";
 }
 
 TEST(DeviceLifetime, ParityDroppedWithARepairInFlight) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 6 (set STABLECACHE_PENDING_FIXES)";
   // Data block 0 lives on leg 0 (stripe 0 keeps parity on the last leg).
   EXPECT_TRUE(Bounded([] { DropStackWithRepairInFlight<ParityDevice>(3, 0, 0); })) << "hang";
 }
@@ -218,7 +214,6 @@ void DropStackWithBiosInFlight(size_t legs_n) {
 
 // A delay layer dropped while the bio it delays is still below it.
 TEST(DeviceLifetime, DelayDroppedWithABioInFlight) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs a fix: layers must outlive their bios in flight (see report)";
   auto mem = *MemoryDevice::Create({.size_bytes = 1 << 20, .late_copy = true, .delay = std::chrono::milliseconds(30)});
   std::shared_ptr<BlockDevice> delay = std::make_shared<DelayDevice>(mem, std::chrono::milliseconds(5));
   auto done = std::make_shared<std::atomic<uint32_t>>(0);
@@ -235,12 +230,10 @@ TEST(DeviceLifetime, DelayDroppedWithABioInFlight) {
 }
 
 TEST(DeviceLifetime, MirrorDroppedWithBiosInFlight) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 6 (set STABLECACHE_PENDING_FIXES)";
   EXPECT_TRUE(Bounded([] { DropStackWithBiosInFlight<MirrorDevice>(2); })) << "hang: a completion was lost";
 }
 
 TEST(DeviceLifetime, ParityDroppedWithBiosInFlight) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 6 (set STABLECACHE_PENDING_FIXES)";
   EXPECT_TRUE(Bounded([] { DropStackWithBiosInFlight<ParityDevice>(3); })) << "hang: a completion was lost";
 }
 

@@ -33,7 +33,6 @@ using Bytes = std::vector<std::byte>;
 constexpr size_t kBufSize = 65 * 1024;  // fsync-err's default: not page aligned
 constexpr int kHandles = 10;            // fsync-err's default number of fds
 
-bool PendingFixes() { return std::getenv("STABLECACHE_PENDING_FIXES") != nullptr; }
 
 struct Fixture {
   std::shared_ptr<MemoryDevice> mem = *MemoryDevice::Create({.size_bytes = 4 << 20});
@@ -165,7 +164,6 @@ TEST(Errseq, Generic487AnOpenAfterTheErrorSeesIt) {
 // covered every handle's data, so every handle's Sync reports it once.
 // Defect 7: today only the Sync that issued the flush is told.
 TEST(Errseq, AFailedFlushIsReportedToEveryHandleExactlyOnce) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 7 (set STABLECACHE_PENDING_FIXES)";
   Fixture fx;
   fx.OpenAll(kHandles);
   fx.WriteEach();

@@ -34,7 +34,6 @@ using Bytes = std::vector<std::byte>;
 constexpr uint64_t kPage = 4096;
 
 bool Full() { return std::getenv("STABLECACHE_FAIL_NTH_FULL") != nullptr; }
-bool PendingFixes() { return std::getenv("STABLECACHE_PENDING_FIXES") != nullptr; }
 
 // ---- stacks -------------------------------------------------------------
 
@@ -275,7 +274,6 @@ INSTANTIATE_TEST_SUITE_P(Ops, FailNth,
 // its zero tail lives only in the cache; the stale device bytes past the
 // old end come back in a fresh cache.
 TEST(FailNthPending, ExtendingOverACachedCleanTailPage) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 3 (set STABLECACHE_PENDING_FIXES)";
   Scenario sc{.name = "write_extending_cached_tail",
               .build = Plain,
               .setup = Fill(12 * kPage),
@@ -291,7 +289,6 @@ TEST(FailNthPending, ExtendingOverACachedCleanTailPage) {
 // the size, and leaves the pages past the new end in place: grown back
 // after healing, the file shows the cut bytes instead of zeros.
 TEST(FailNthPending, TruncateDownThenBackUp) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 8 (set STABLECACHE_PENDING_FIXES)";
   Scenario sc = Named("truncate_down");
   sc.name = "truncate_down_and_up";
   sc.after_heal = [](File& f, Model& m) { return DoTruncate(f, m, 8 * kPage); };
@@ -304,7 +301,6 @@ TEST(FailNthPending, TruncateDownThenBackUp) {
 // stops it, and today no later Sync writes the remaining holes: a fresh
 // cache reads the stale device bytes instead of zeros.
 TEST(FailNthPending, GrowingPastTheDirtyLimit) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 4 (set STABLECACHE_PENDING_FIXES)";
   Scenario sc{.name = "truncate_up_many_holes",
               .build = Plain,
               .setup = Fill(200 * kPage),
@@ -321,7 +317,6 @@ TEST(FailNthPending, GrowingPastTheDirtyLimit) {
 // Defect 10: every block has a good copy (block 10 bad on leg 1, block 12
 // on leg 0), so every read must succeed and repair both.
 TEST(FailNthPending, MirrorRepairsPerBlock) {
-  if (!PendingFixes()) GTEST_SKIP() << "needs fix for defect 10 (set STABLECACHE_PENDING_FIXES)";
   Scenario sc{.name = "mirror_repair_two_legs",
               .build = [] { return MirrorWithBadBlocks({{1, 10}, {0, 12}}); },
               .setup = Fill(16 * kPage),

@@ -67,7 +67,12 @@ struct ScrubReport {
   bool clean() const { return mirror_divergence == 0 && parity_mismatch == 0 && unreadable == 0 && degraded == 0; }
 };
 
-class BlockDevice {
+// Lifetime: a device is owned by shared_ptr. A bio in flight keeps every
+// device it has entered alive until it completes (each layer adds itself to
+// the bio's keep_alive on entry), so a stack may be dropped with I/O in
+// flight; the last device then goes when its last bio completes, possibly
+// on a leaf's completion thread.
+class BlockDevice : public std::enable_shared_from_this<BlockDevice> {
  public:
   virtual ~BlockDevice() = default;
 

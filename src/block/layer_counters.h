@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "stablecache/block_device.h"
@@ -40,7 +41,14 @@ struct LayerCounters {
 // The prologue of a device's Submit: checks the bio against the device
 // (CheckBio) and counts it. Returns false after completing a bad bio with
 // the error; the caller then returns.
+// The bio keeps `dev` alive until it completes (see BlockDevice). Devices
+// not owned by a shared_ptr (a test's stack object) are left alone.
+inline void HoldDeviceWhileInFlight(const BlockDevice& dev, Bio& bio) {
+  if (auto self = dev.weak_from_this().lock()) bio.keep_alive.push_back(std::const_pointer_cast<BlockDevice>(self));
+}
+
 inline bool AdmitBio(const BlockDevice& dev, BioPtr& bio, LayerCounters& counters) {
+  HoldDeviceWhileInFlight(dev, *bio);
   if (Status st = CheckBio(dev, *bio); !st.ok()) {
     counters.errors.fetch_add(1, std::memory_order_relaxed);
     Bio::Complete(std::move(bio), st);

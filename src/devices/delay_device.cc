@@ -29,6 +29,7 @@ DelayDevice::~DelayDevice() {
 
 void DelayDevice::Submit(BioPtr bio) {
   counters_.CountBio(*bio);
+  HoldDeviceWhileInFlight(*this, *bio);
   Bio::Completion inner = std::move(bio->on_complete);
   bio->on_complete = [this, inner = std::move(inner)](BioPtr b, Status st) mutable {
     b->on_complete = std::move(inner);

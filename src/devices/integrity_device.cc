@@ -171,12 +171,15 @@ void IntegrityDevice::StartTagPhase() {
   auto phase = std::make_shared<Phase>();
   phase->left = writes.size() + 1;
   phase->flushes = std::move(flushes);
-  auto finish_one = [this, phase](const Status& st) {
+  // The flushes it completes may hold the last references to this device,
+  // and the loop below still needs it.
+  auto finish_one = [this, phase, self = weak_from_this()](const Status& st) {
     if (!st.ok()) {
       std::lock_guard lk(phase->mu);
       phase->status.Update(st);
     }
     if (phase->left.fetch_sub(1) != 1) return;
+    auto keep = self.lock();
     Status tag_status;
     {
       std::lock_guard lk(phase->mu);

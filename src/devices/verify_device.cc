@@ -18,6 +18,7 @@ std::vector<uint32_t> BlockSums(const Bio& bio) {
 
 void VerifyDevice::Submit(BioPtr bio) {
   counters_.CountBio(*bio);
+  HoldDeviceWhileInFlight(*this, *bio);
   if (bio->op != BioOp::kWrite) {
     lower_->Submit(std::move(bio));
     return;
