@@ -450,3 +450,48 @@ TEST(DeviceLifetime, ADelayLayerDroppedByItsOwnCompletion) {
 
 }  // namespace
 }  // namespace stablecache
+
+namespace stablecache {
+namespace {
+
+// Suspected ABA in the lock-free index: a lookup holding a stale pointer
+// takes a reference on a descriptor the moment the pool hands it out again;
+// the creator used to overwrite the word with a store, erasing it. Readers
+// churning a 16-page cache over a 512-page file recycle descriptors as fast
+// as the machine allows; every read must see its page's own bytes, and the
+// cache must end with no page leaked or freed twice.
+TEST(PageIndex, LookupsRacingRecycledDescriptorsKeepEveryReference) {
+  constexpr uint64_t kPages = 512;
+  auto mem = *MemoryDevice::Create({.size_bytes = kPages * kPage});
+  for (uint64_t p = 0; p < kPages; p++) {
+    auto d = Pattern(kPage, static_cast<uint32_t>(p));
+    mem->WriteRaw(p * kPage, d.data(), kPage);
+  }
+  CacheOptions co;
+  co.capacity_bytes = 16 * kPage;
+  co.readahead_pages = 1;
+  auto cache = *Cache::Create(co);
+  auto file = std::move(*cache->Open(mem, {.initial_size = kPages * kPage}));
+  std::atomic<uint64_t> wrong{0}, reads{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++)
+    threads.emplace_back([&, t] {
+      std::vector<std::byte> buf(kPage);
+      uint64_t x = t + 1;
+      for (auto until = std::chrono::steady_clock::now() + 700ms; std::chrono::steady_clock::now() < until;) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t p = (x >> 33) % 24;  // a hot set just above capacity: constant recycling
+        if (!file->Read(p * kPage, buf)) continue;  // no frame right now: fine
+        wrong += buf != Pattern(kPage, static_cast<uint32_t>(p));
+        reads++;
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0u) << "of " << reads.load() << " reads";
+  EXPECT_GT(cache->Stats().evictions, 100u);
+  ASSERT_TRUE(file->Close().ok());
+  EXPECT_EQ(cache->Stats().cached_pages, 0u) << "pages leaked by lost or doubled references";
+}
+
+}  // namespace
+}  // namespace stablecache
