@@ -49,6 +49,12 @@ class Bio {
   uint64_t offset = 0;  // bytes, on the device this bio is submitted to
   std::vector<BioSegment> segments;
   Stability stability = Stability::kUnstable;
+  // Forced unit access (writes only): the bytes are durable when the bio
+  // completes, without a flush. Today only the logwrites layer records it
+  // and passes it down; layers that clone bios (integrity, mirror, parity)
+  // and the leaves do not honour it yet, so a caller needing durability
+  // must still flush. The page cache never sets it.
+  bool fua = false;
   Completion on_complete;
   // Owned memory that dies with the bio (bounce copies, layer scratch).
   std::vector<std::shared_ptr<void>> keep_alive;

@@ -18,7 +18,10 @@
 //          direct=auto|on|off). A bare `file` uses BuildOptions::default_file.
 // Layers:  fault (op, offset, len, error, count, nth=N: fail the Nth
 //          matching bio, skip=N, action=fail|drop), verify, delay (us=N),
-//          integrity (guard=crc16|crc32c, require=unstable|declared|stable).
+//          integrity (guard=crc16|crc32c, require=unstable|declared|stable),
+//          logwrites (no options; records writes and flushes in memory for
+//          crash replay: reach it with dynamic_pointer_cast<LogWritesDevice>
+//          on the top of the stack).
 // Fan-outs (last layer, legs in parentheses):
 //          mirror(leg, leg, ...; require=...)   RAID-1, >= 2 legs
 //          parity(leg, leg, leg, ...; require=...)  RAID-5, >= 3 legs

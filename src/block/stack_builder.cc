@@ -10,6 +10,7 @@
 #include "devices/delay_device.h"
 #include "devices/fault_device.h"
 #include "devices/integrity_device.h"
+#include "devices/logwrites_device.h"
 #include "devices/mirror_device.h"
 #include "devices/parity_device.h"
 #include "devices/verify_device.h"
@@ -184,6 +185,13 @@ Result<std::shared_ptr<BlockDevice>> BuildVerify(const Ctx& c, const LayerSpec& 
   return std::shared_ptr<BlockDevice>(std::make_shared<VerifyDevice>(std::move(lower)));
 }
 
+Result<std::shared_ptr<BlockDevice>> BuildLogWrites(const Ctx& c, const LayerSpec& l,
+                                                    std::shared_ptr<BlockDevice> lower) {
+  auto o = TakeOptions(c, l, {});
+  if (!o) return Err(o.error());
+  return std::shared_ptr<BlockDevice>(std::make_shared<LogWritesDevice>(std::move(lower)));
+}
+
 Result<std::shared_ptr<BlockDevice>> BuildDelay(const Ctx& c, const LayerSpec& l, std::shared_ptr<BlockDevice> lower) {
   auto o = TakeOptions(c, l, {"us"});
   if (!o) return Err(o.error());
@@ -255,7 +263,8 @@ const std::map<std::string, LeafBuilder>& Leaves() {
 }
 const std::map<std::string, LayerBuilder>& Layers() {
   static const std::map<std::string, LayerBuilder> m = {
-      {"fault", BuildFault}, {"verify", BuildVerify}, {"delay", BuildDelay}, {"integrity", BuildIntegrity}};
+      {"fault", BuildFault}, {"verify", BuildVerify}, {"delay", BuildDelay}, {"integrity", BuildIntegrity},
+      {"logwrites", BuildLogWrites}};
   return m;
 }
 
