@@ -424,15 +424,6 @@ void Add(Verdict& into, const Verdict& v) {
 class CrashReplay : public ::testing::TestWithParam<StablePolicy> {};
 
 TEST_P(CrashReplay, AcknowledgedDataSurvivesAndNothingIsInvented_DropReorderTear4K) {
-  // TEMPORARY, until the lead's fixes of issue 8 land: under bounce with a
-  // 2-frame reserve this run finds "Sync returns OK before a dirty page
-  // reaches the device" (defect 2) and often deadlocks (Sync waits for a
-  // page lock the flusher holds while the flusher sleeps in AllocIoFrame
-  // for a frame Sync's unsubmitted batch holds). Run it with
-  // STABLECACHE_CRASH_BOUNCE=1.
-  if (GetParam() == StablePolicy::kBounce && EnvOr("STABLECACHE_CRASH_BOUNCE", 0) == 0)
-    GTEST_SKIP() << "bounce: known defects of issue 8 (lost acknowledged page, Sync/flusher deadlock); "
-                    "STABLECACHE_CRASH_BOUNCE=1 runs it";
   const uint64_t seed = EnvOr("STABLECACHE_CRASH_SEED", 0x5eed);
   const uint64_t ops = EnvOr("STABLECACHE_CRASH_OPS", 200);
   const uint64_t states = EnvOr("STABLECACHE_CRASH_STATES", kDefaultStates);
@@ -463,13 +454,6 @@ TEST_P(CrashReplay, AcknowledgedDataSurvivesAndNothingIsInvented_DropReorderTear
               static_cast<unsigned long long>(total.failing_states), static_cast<long long>(ms));
   EXPECT_GE(total.states, states);
   EXPECT_GT(evictions, 0u) << "the cache never evicted: make it smaller";
-  // TEMPORARY, until the lead's fixes of issue 8 land in main: this run
-  // finds "Extending a file leaves stale device bytes past the old end"
-  // (defect 3; see CrashReplayDirected below). Without
-  // STABLECACHE_CRASH_STRICT=1 a failing run is reported as skipped, with
-  // the findings, after replaying every state. Remove once fixed.
-  if (total.failing_states != 0 && EnvOr("STABLECACHE_CRASH_STRICT", 0) == 0)
-    GTEST_SKIP() << "known defects of issue 8 found (STABLECACHE_CRASH_STRICT=1 makes this a failure): " << Summary(total);
   EXPECT_EQ(total.failing_states, 0u) << Summary(total);
 }
 
@@ -517,9 +501,6 @@ TEST(CrashReplayDirected, ExtendOverACleanCachedPartialPageIsDurableAsZeros) {
   ASSERT_TRUE((*f)->Sync().ok());
   const uint64_t mark = log->Mark("sync acknowledged");
   ASSERT_TRUE((*f)->Close().ok());
-  if (EnvOr("STABLECACHE_CRASH_STRICT", 0) == 0)
-    GTEST_SKIP() << "TEMPORARY: issue 8 defect 3 (stale bytes past the old end) is being fixed in main; "
-                    "STABLECACHE_CRASH_STRICT=1 runs it";
   CrashReplayer replayer(log->Snapshot(), initial);
   CrashState state = replayer.Build(CrashPoint{mark + 1, Unflushed::kDropAll, 0, "after the acknowledgement"});
   std::vector<uint8_t> got = ReadAfterCrash(state.image, kNew);

@@ -73,10 +73,12 @@ size_t WritebackRange(AddressSpace& as, uint64_t first, uint64_t last, Writeback
     PageRef p = as.FindGet(idx);
     if (!p) continue;
     // 1. Lock.
-    if (sync) {
+    if (!p->TryLock()) {
+      if (!sync) continue;
+      // The holder may be a flusher asleep for a bounce frame that our own
+      // unsubmitted batch holds: submit it before we sleep.
+      flush_batch();
       p->Lock();
-    } else if (!p->TryLock()) {
-      continue;
     }
     if (p->Test(Page::kDetached)) {
       p->Unlock();
