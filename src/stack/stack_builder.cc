@@ -1,4 +1,5 @@
-// BuildStack: turns a parsed spec into devices, bottom first.
+// BuildStack: turns a parsed spec into devices, bottom first. It knows
+// every device, so it sits above them (src/stack), never in block/.
 #include <cerrno>
 #include <charconv>
 #include <functional>
@@ -6,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "block/stack_spec.h"
+#include "stack/stack_spec.h"
 #include "devices/delay_device.h"
 #include "devices/fault_device.h"
 #include "devices/integrity_device.h"

@@ -1,4 +1,4 @@
-#include "block/stack_spec.h"
+#include "stack/stack_spec.h"
 
 #include <gtest/gtest.h>
 
