@@ -2,7 +2,8 @@
 # Installs the Debian packages stablecache builds with, if any are missing.
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config liburing-dev libisal-dev libgtest-dev libbenchmark-dev
-      libcli11-dev libfmt-dev nlohmann-json3-dev libexpected-dev e2fsprogs util-linux mount)
+      libcli11-dev libfmt-dev nlohmann-json3-dev libexpected-dev e2fsprogs util-linux mount
+      clang-14 libclang-rt-14-dev libfuzzer-14-dev)  # the last three: the fuzz preset (scripts/run-fuzz)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,13 +1,19 @@
 // The stablecache command line, run as a user would: option errors, the
 // wac JSON schema of DESIGN.md section 4, and a short run of every profile
 // on both targets.
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -22,9 +28,23 @@ struct CliResult {
   std::string out, err;
 };
 
+// The binary under test; STABLECACHE_CLI in the environment overrides the
+// one built beside the tests (to run these tests against another build).
+std::string Cli() {
+  const char* env = std::getenv("STABLECACHE_CLI");
+  return env && *env ? env : STABLECACHE_CLI;
+}
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 CliResult RunCli(const std::string& args) {
   testing::TempFile err_file("cli-err");
-  std::string cmd = std::string(STABLECACHE_CLI) + " " + args + " 2>" + err_file.path();
+  std::string cmd = Cli() + " " + args + " 2>" + err_file.path();
   CliResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -39,10 +59,13 @@ CliResult RunCli(const std::string& args) {
   return r;
 }
 
+// A usage error exits 2 (README, DESIGN.md section 4) with one line on
+// stderr that names what was wrong, and prints nothing on stdout.
 void ExpectUsageError(const std::string& args, const std::string& says) {
   CliResult r = RunCli(args);
-  EXPECT_NE(r.exit_code, 0) << args;
+  EXPECT_EQ(r.exit_code, 2) << args << "\nstderr: " << r.err;
   EXPECT_NE(r.err.find(says), std::string::npos) << args << "\nstderr: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\nstderr: " << r.err;
   EXPECT_TRUE(r.out.empty()) << args << "\nstdout: " << r.out;
 }
 
@@ -56,6 +79,38 @@ TEST(Cli, OptionErrorsNameWhatWasWrong) {
   ExpectUsageError("wac --policy none,sometimes", "sometimes");
   ExpectUsageError("wac --threads 0", "--threads");
   ExpectUsageError("wac --frobnicate", "frobnicate");
+}
+
+TEST(Cli, NumericOptionsSayWhatIsWrongWithTheNumber) {
+  ExpectUsageError("wac --duration abc", "--duration: 'abc' is not a number");
+  ExpectUsageError("wac --duration inf", "--duration: 'inf' is not a finite number");
+  ExpectUsageError("wac --duration 0", "--duration: 0 must be above 0 seconds");
+  ExpectUsageError("wac --duration=-1", "--duration: -1 is out of range");
+  ExpectUsageError("wac --duration", "--duration");
+  ExpectUsageError("wac --threads abc", "--threads: 'abc' is not a number");
+  ExpectUsageError("wac --threads 1.5", "--threads: '1.5' is not a whole number");
+  ExpectUsageError("wac --threads 5000", "--threads: 5000 is out of range (1 to 4096)");
+  ExpectUsageError("wac --threads=-3", "--threads: '-3' is out of range");
+  ExpectUsageError("wac --threads 99999999999999999999", "--threads: '99999999999999999999' is out of range");
+  ExpectUsageError("wac --file-size abc", "--file-size: bad size 'abc'");
+  ExpectUsageError("bench --rounds x", "--rounds: 'x' is not a number");
+  ExpectUsageError("bench --rounds 0", "--rounds: 0 is out of range (1 to 100)");
+  ExpectUsageError("bench --duration abc", "--duration: 'abc' is not a number");
+  ExpectUsageError("bench --threads 1e3", "--threads: '1e3' is not a whole number");
+  ExpectUsageError("demo --size abc", "bad size 'abc'");
+  ExpectUsageError("demo --policy sometimes", "sometimes");
+}
+
+TEST(Cli, EveryUsageErrorExits2AndHelpExits0) {
+  ExpectUsageError("", "subcommand");
+  ExpectUsageError("frobnicate", "frobnicate");
+  ExpectUsageError("wac extra", "extra");
+  ExpectUsageError("bench --frobnicate", "frobnicate");
+  for (const char* help : {"--help", "wac --help", "bench --help", "demo --help"}) {
+    CliResult r = RunCli(help);
+    EXPECT_EQ(r.exit_code, 0) << help << "\n" << r.err;
+    EXPECT_NE(r.out.find("--"), std::string::npos) << help;
+  }
 }
 
 const char* const kRunFields[] = {"profile",      "policy",    "target",        "stack",        "threads",
@@ -135,6 +190,157 @@ TEST(Cli, EveryProfileOnAKernelFilesystemReadsBackClean) {
     EXPECT_EQ(run["verdict"], "clean") << run.dump();
     EXPECT_GT(run["ops"].get<uint64_t>(), 0u);
   }
+}
+
+// A block that no mirror leg can read is lost data: the final scrub finds
+// it (here past the file, where only the scrub looks) and the verdict says
+// corrupt, with the count in violations.unreadable.
+TEST(Cli, WacCountsUnreadableScrubFindings) {
+  const std::string leg = "[fault(op=read,offset=8M,len=4096,count=-1),memory:16M]";
+  nlohmann::json j =
+      RunJson("wac --profile A --policy fork --duration 0.3 --threads 2 --stack 'mirror(" + leg + "," + leg + ")'");
+  ASSERT_EQ(j["runs"].size(), 1u);
+  const auto& run = j["runs"][0];
+  EXPECT_EQ(run["verdict"], "corrupt") << run.dump();
+  ASSERT_TRUE(run["violations"].contains("unreadable")) << run.dump();
+  EXPECT_GT(run["violations"]["unreadable"].get<uint64_t>(), 0u);
+  bool listed = false;
+  for (const auto& b : run["bad_blocks"]) listed |= b["kind"] == "scrub:unreadable" && b["block"] == 2048;
+  EXPECT_TRUE(listed) << run.dump();
+}
+
+// The same stack without the fault is clean: the finding above is the
+// fault's, not the mirror's (negative control).
+TEST(Cli, WacMirrorOfMemoryIsClean) {
+  nlohmann::json j = RunJson("wac --profile A --policy fork --duration 0.3 --threads 2 --stack 'mirror(memory:16M,memory:16M)'");
+  ASSERT_EQ(j["runs"].size(), 1u);
+  EXPECT_EQ(j["runs"][0]["verdict"], "clean") << j.dump();
+  EXPECT_EQ(j["runs"][0]["violations"]["unreadable"], 0u) << j.dump();
+}
+
+// Runs the CLI in a child with TMPDIR=tmpdir, stdout and stderr to files.
+pid_t SpawnCli(const std::vector<std::string>& args, const std::string& tmpdir, const std::string& out,
+               const std::string& err) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  ::setenv("TMPDIR", tmpdir.c_str(), 1);
+  int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(o, 1);
+  ::dup2(e, 2);
+  std::string cli = Cli();
+  std::vector<char*> argv{cli.data()};
+  std::vector<std::string> copy = args;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(cli.c_str(), argv.data());
+  ::_exit(127);
+}
+
+// Polls until pred() holds; false after `limit` (a hang detector, not a timing).
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::seconds limit = std::chrono::seconds(60)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// Waits for the child; its exit code, 1000 + the signal that killed it, or
+// -1 on a hang (then it is killed).
+int WaitExit(pid_t pid) {
+  int status = 0;
+  bool done = WaitFor([&] { return ::waitpid(pid, &status, WNOHANG) == pid; });
+  if (!done) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);  // killed: not an exit code
+}
+
+bool DirIsEmpty(const std::string& dir) { return std::filesystem::is_empty(dir); }
+
+class PrivateDir {
+ public:
+  PrivateDir() {
+    char tmpl[] = "/tmp/stablecache-cli-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~PrivateDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Ctrl-C: the run stops, removes its temporary image, prints the partial
+// report (still valid JSON) and exits 130. SIGTERM does the same.
+void ExpectWacStopsCleanlyOn(int sig) {
+  PrivateDir tmp;
+  testing::TempFile out("cli-out"), err("cli-err");
+  pid_t pid = SpawnCli({"wac", "--duration", "30", "--threads", "8", "--json"}, tmp.path(), out.path(), err.path());
+  ASSERT_GT(pid, 0);
+  // The run has started once its image exists in the private TMPDIR.
+  ASSERT_TRUE(WaitFor([&] { return !DirIsEmpty(tmp.path()); })) << ReadWhole(err.path());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ::kill(pid, sig);
+  EXPECT_EQ(WaitExit(pid), 130) << ReadWhole(err.path());
+  EXPECT_TRUE(DirIsEmpty(tmp.path())) << "left behind in " << tmp.path();
+  nlohmann::json j = nlohmann::json::parse(ReadWhole(out.path()), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << "not JSON: " << ReadWhole(out.path());
+  EXPECT_EQ(j["interrupted"], true);
+  ASSERT_GE(j["runs"].size(), 1u);
+  const auto& run = j["runs"][0];
+  EXPECT_EQ(run["profile"], "A");
+  EXPECT_EQ(run["interrupted"], true);
+  EXPECT_LT(run["duration_s"].get<double>(), 30.0);
+  EXPECT_GT(run["ops"].get<uint64_t>(), 0u);
+  EXPECT_EQ(run["verdict"], "clean") << run.dump();  // what it wrote was read back and scrubbed
+}
+
+TEST(Cli, WacStopsCleanlyOnSigint) { ExpectWacStopsCleanlyOn(SIGINT); }
+TEST(Cli, WacStopsCleanlyOnSigterm) { ExpectWacStopsCleanlyOn(SIGTERM); }
+
+bool ProcMountsMention(const std::string& s) { return ReadWhole("/proc/mounts").find(s) != std::string::npos; }
+
+// bench as root mounts two ext4 filesystems on loop devices over images in
+// TMPDIR: a SIGINT while they are mounted unmounts, detaches and removes all.
+TEST(Cli, BenchRemovesItsLoopMountsOnSigint) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for loop devices";
+  if (!std::filesystem::exists("/dev/loop-control")) GTEST_SKIP() << "no loop devices";
+  if (std::system("command -v losetup >/dev/null && command -v mkfs.ext4 >/dev/null") != 0)
+    GTEST_SKIP() << "needs losetup and mkfs.ext4";
+  PrivateDir tmp;
+  testing::TempFile out("cli-out"), err("cli-err");
+  pid_t pid = SpawnCli({"bench", "--duration", "60", "--threads", "2", "--rounds", "1", "--json"}, tmp.path(),
+                       out.path(), err.path());
+  ASSERT_GT(pid, 0);
+  bool mounted = WaitFor([&] {
+    std::string m = ReadWhole("/proc/mounts");
+    size_t first = m.find(tmp.path());
+    return first != std::string::npos && m.find(tmp.path(), first + 1) != std::string::npos;
+  });
+  if (!mounted) {  // e.g. a container that may not mount: the bench says why and runs without
+    ::kill(pid, SIGINT);
+    WaitExit(pid);
+    GTEST_SKIP() << "bench did not mount its loop devices: " << ReadWhole(err.path());
+  }
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(WaitExit(pid), 130) << ReadWhole(err.path());
+  EXPECT_FALSE(ProcMountsMention(tmp.path()));
+  FILE* p = ::popen("losetup -a 2>/dev/null", "r");
+  std::string loops;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) loops.append(buf, n);
+  ::pclose(p);
+  EXPECT_EQ(loops.find(tmp.path()), std::string::npos) << loops;
+  EXPECT_TRUE(DirIsEmpty(tmp.path())) << "left behind in " << tmp.path();
+  nlohmann::json j = nlohmann::json::parse(ReadWhole(out.path()), nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << ReadWhole(out.path());
+  EXPECT_EQ(j["interrupted"], true);
 }
 
 TEST(Cli, TheTableReportsEveryRun) {

@@ -9,6 +9,8 @@
 
 #include "cli/commands.h"
 #include "cli/loop_mount.h"
+#include "cli/number_option.h"
+#include "cli/stop_signal.h"
 #include "wac/interleave.h"
 #include "wac/report.h"
 #include "wac/wac.h"
@@ -47,10 +49,12 @@ std::string Ratio(const wac::WacRun* run, const wac::WacRun* base) {
 
 int RunBench(const BenchArgs& a) {
   const bool tty = isatty(STDERR_FILENO);
+  StopSignal stop;  // before the first thread starts; the mounts below go when this returns
   std::vector<std::unique_ptr<LoopMount>> mounts;  // stable_writes 0 and 1
   std::string kernel_note;
   if (a.kernel)
     for (bool sw : {false, true}) {
+      if (stop.stopped()) break;
       auto m = LoopMount::Create(sw, 1ull << 30);
       if (!m) {
         kernel_note = m.error().message();
@@ -72,6 +76,7 @@ int RunBench(const BenchArgs& a) {
     cfg.file_size = w.file_size;
     cfg.duration_s = a.duration;
     cfg.live_checker = false;  // measure the writers; the read-back and scrub still judge
+    cfg.cancel = &stop.flag();
     configs.push_back(cfg);
     keys.push_back(w.name() + "/" + label);
   };
@@ -82,14 +87,22 @@ int RunBench(const BenchArgs& a) {
   auto on_start = [&](size_t i) {
     if (tty) fmt::print(stderr, "\rbench {}...{:30}", keys[i], "");
   };
-  auto done = wac::RunInterleaved(configs, a.rounds, on_start);
+  Result<std::vector<std::optional<wac::WacRun>>> done = std::vector<std::optional<wac::WacRun>>{};
+  if (!stop.stopped()) done = wac::RunInterleaved(configs, a.rounds, on_start);
   if (!done) {
     fmt::print(stderr, "stablecache bench: {}\n", done.error().message());
     return 2;
   }
-  const std::vector<wac::WacRun>& runs = *done;  // in the order of keys
+  // Interrupted (Ctrl-C): the configurations that ran, as a partial report.
+  const bool interrupted = stop.stopped();
+  std::vector<wac::WacRun> runs;
   std::map<std::string, const wac::WacRun*> by;
-  for (size_t i = 0; i < keys.size(); i++) by.emplace(keys[i], &runs[i]);
+  runs.reserve(keys.size());
+  for (size_t i = 0; i < keys.size() && i < done->size(); i++)
+    if ((*done)[i]) {
+      runs.push_back(std::move(*(*done)[i]));
+      by.emplace(keys[i], &runs.back());
+    }
   if (tty) fmt::print(stderr, "\r{:70}\r", "");
   auto get = [&](const std::string& k) -> const wac::WacRun* {
     auto it = by.find(k);
@@ -97,7 +110,8 @@ int RunBench(const BenchArgs& a) {
   };
 
   if (a.json) {
-    nlohmann::json j = {{"runs", nlohmann::json::array()}, {"ratios", nlohmann::json::object()}};
+    nlohmann::json j = {
+        {"runs", nlohmann::json::array()}, {"ratios", nlohmann::json::object()}, {"interrupted", interrupted}};
     for (const auto& r : runs) j["runs"].push_back(wac::RunToJson(r));
     for (const Workload& w : kWorkloads) {
       const wac::WacRun* none = get(w.name() + "/none");
@@ -110,7 +124,7 @@ int RunBench(const BenchArgs& a) {
     }
     if (!kernel_note.empty()) j["kernel_note"] = kernel_note;
     fmt::print("{}\n", j.dump(2));
-    return 0;
+    return interrupted ? StopSignal::kExitCode : 0;
   }
   fmt::print("stablecache bench: {} threads, {:g} s per configuration in {} interleaved rounds, stack '{}'.\n"
              "Ratios are ops/s relative to policy none in the same run ('!' marks a corrupt verdict, expected only\n"
@@ -132,7 +146,8 @@ int RunBench(const BenchArgs& a) {
   }
   if (!kernel_note.empty()) fmt::print("\nkernel baseline skipped: {}\n", kernel_note);
   fmt::print("\n{}", wac::RunsTable(runs));
-  return 0;
+  if (interrupted) fmt::print("interrupted: a partial report of the configurations that ran\n");
+  return interrupted ? StopSignal::kExitCode : 0;
 }
 
 }  // namespace
@@ -141,11 +156,11 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("bench", "policy matrix (A,B at 64K; A at 64M) as ratios to none, beside ext4's "
                                           "stable_writes cost");
   auto a = std::make_shared<BenchArgs>();
-  cmd->add_option("--duration", a->duration, "seconds per configuration, split over the rounds")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--duration", a->duration, "seconds per configuration, split over the rounds")->capture_default_str()->check(Seconds());
   cmd->add_option("--rounds", a->rounds, "interleaved rounds the duration is split over")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100));
-  cmd->add_option("--threads", a->threads, "writer threads")->capture_default_str()->check(CLI::Range(1, 4096));
+      ->check(NumberIn<unsigned>(1, 100));
+  cmd->add_option("--threads", a->threads, "writer threads")->capture_default_str()->check(NumberIn<uint32_t>(1, 4096));
   cmd->add_option("--stack", a->stack, "stack spec for the library runs")->capture_default_str();
   cmd->add_flag("!--no-kernel", a->kernel, "skip the ext4 loop-device baseline");
   cmd->add_flag("--json", a->json, "JSON report on stdout");

@@ -30,11 +30,17 @@ int Fail(const Status& st) {
   return 1;
 }
 
+// A bad option value is a usage error: exit 2, like the parser's own.
+int UsageError(const Status& st, const char* option) {
+  fmt::print(stderr, "stablecache demo: {}: {}\n", option, st.message());
+  return 2;
+}
+
 int RunDemo(const DemoArgs& a) {
   auto size = ParseSize(a.size);
-  if (!size) return Fail(size.error());
+  if (!size) return UsageError(size.error(), "--size");
   auto policy = ParsePolicy(a.policy);
-  if (!policy) return Fail(policy.error());
+  if (!policy) return UsageError(policy.error(), "--policy");
   std::string tmp = (std::filesystem::temp_directory_path() / fmt::format("stablecache-demo-{}.img", getpid())).string();
   BuildOptions bo{tmp, *size};
   auto dev = BuildStack(a.stack, bo);

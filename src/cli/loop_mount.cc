@@ -30,7 +30,9 @@ Result<std::string> Run(const std::string& cmd) {
 Result<std::unique_ptr<LoopMount>> LoopMount::Create(bool stable_writes, uint64_t image_bytes) {
   if (::geteuid() != 0) return Err(Status::NotSupported("the kernel baseline needs root (loop devices, mount)"));
   std::unique_ptr<LoopMount> m(new LoopMount);
-  const auto base = std::filesystem::path("/var/tmp") / fmt::format("stablecache-bench-{}-{}", getpid(), stable_writes);
+  const char* tmpdir = std::getenv("TMPDIR");
+  const auto base = std::filesystem::path(tmpdir && *tmpdir ? tmpdir : "/var/tmp") /
+                    fmt::format("stablecache-bench-{}-{}", getpid(), stable_writes);
   m->image_ = base.string() + ".img";
   m->dir_ = base.string() + ".mnt";
   {
@@ -56,7 +58,8 @@ Result<std::unique_ptr<LoopMount>> LoopMount::Create(bool stable_writes, uint64_
 }
 
 LoopMount::~LoopMount() {
-  if (mounted_) ::umount2(dir_.c_str(), 0);
+  // A busy filesystem (a writer that did not stop) is detached lazily.
+  if (mounted_ && ::umount2(dir_.c_str(), 0) != 0) ::umount2(dir_.c_str(), MNT_DETACH);
   if (!loop_.empty()) (void)Run("losetup -d " + loop_);
   std::error_code ec;
   std::filesystem::remove(dir_, ec);

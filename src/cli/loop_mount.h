@@ -1,7 +1,8 @@
 // LoopMount: an ext4 filesystem on a loop device over a temporary image,
 // with the device's stable_writes set before mkfs and mount (it only takes
 // effect then). For the kernel baseline of `stablecache bench`. Needs root
-// and the losetup, mkfs.ext4 and mount tools. Unmounts and detaches on
+// and the losetup, mkfs.ext4 and mount tools. The image and the mount point
+// go in $TMPDIR (default /var/tmp). Unmounts, detaches and removes both on
 // destruction.
 #pragma once
 

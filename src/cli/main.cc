@@ -1,4 +1,7 @@
 #include <cstdio>
+#include <string>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 
@@ -9,10 +12,25 @@ int main(int argc, char** argv) {
   stablecache::cli::AddDemoCommand(app, exit_code);
   stablecache::cli::AddWacCommand(app, exit_code);
   stablecache::cli::AddBenchCommand(app, exit_code);
+  // CLI11 says only "A subcommand is required" for a misspelt one.
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (!first.empty() && first[0] != '-' && first != "demo" && first != "wac" && first != "bench") {
+    fmt::print(stderr, "stablecache: unknown command '{}' (commands: demo, wac, bench; see stablecache --help)\n",
+               first);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {  // --help
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Every usage error exits 2 (README, DESIGN.md section 4), with one
+    // line that names what was wrong; CLI11's own codes (105, 109, ...) say
+    // nothing a script can use.
+    std::string help = "stablecache";
+    for (const CLI::App* sub : app.get_subcommands()) help += " " + sub->get_name();
+    fmt::print(stderr, "stablecache: {} (see {} --help)\n", e.what(), help);
+    return 2;
   }
   return exit_code;
 }

@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/stop_signal.h"
+#include "cli/wac_options.h"
 #include "stablecache/stack.h"
 #include "wac/interleave.h"
 #include "wac/report.h"
@@ -16,54 +18,52 @@ namespace stablecache::cli {
 
 namespace {
 
-struct WacArgs {
-  std::string profiles = "all";
-  uint32_t threads = 64;
-  std::string file_size = "64K";
-  double duration = 5;
-  std::string policies = "auto";
-  std::string stack = "verify,integrity,file";
-  std::string target = "stack";
-  bool json = false;
-  bool live_check = true;
-};
-
-int RunWacCommand(const WacArgs& a) {
-  auto fail = [](const Status& st) {
-    fmt::print(stderr, "stablecache wac: {}\n", st.message());
-    return 2;
-  };
-  auto profiles = wac::ParseProfiles(a.profiles);
-  if (!profiles) return fail(profiles.error().WithContext("--profile"));
-  auto policies = wac::ParsePolicies(a.policies);
-  if (!policies) return fail(policies.error().WithContext("--policy"));
-  auto size = ParseSize(a.file_size);
-  if (!size) return fail(size.error().WithContext("--file-size"));
-  const bool kernel = a.target != "stack";
-  if (kernel) {  // the kernel has its own rule: one run per profile
-    if (a.policies != "auto")
-      fmt::print(stderr, "stablecache wac: --policy does not apply to a kernel filesystem target; "
-                         "each profile runs once under the kernel's own stable-pages rule\n");
-    policies = std::vector<StablePolicy>{StablePolicy::kAuto};
+void PrintReport(const WacOptions& o, const std::vector<wac::WacRun>& runs, bool interrupted) {
+  if (o.json) {
+    nlohmann::json j = {{"runs", nlohmann::json::array()}, {"interrupted", interrupted}};
+    for (const auto& r : runs) j["runs"].push_back(wac::RunToJson(r));
+    fmt::print("{}\n", j.dump(2));
+    return;
   }
+  fmt::print("{}", wac::RunsTable(runs));
+  for (const auto& r : runs) {
+    // The first few findings by block number; --json lists up to 32.
+    constexpr size_t kShown = 6;
+    for (size_t i = 0; i < r.bad_blocks.size() && i < kShown; i++)
+      fmt::print("  {} {}: block {} {}\n", wac::ProfileLetter(r.profile), r.policy, r.bad_blocks[i].block,
+                 r.bad_blocks[i].kind);
+    if (r.bad_blocks.size() > kShown)
+      fmt::print("  {} {}: ... {} violations in all\n", wac::ProfileLetter(r.profile), r.policy, r.violations.total());
+  }
+  if (interrupted) fmt::print("interrupted: a partial report of the runs that started\n");
+}
+
+int RunWacCommand(const WacOptions& o) {
+  if (o.policy_ignored)
+    fmt::print(stderr, "stablecache wac: --policy does not apply to a kernel filesystem target; "
+                       "each profile runs once under the kernel's own stable-pages rule\n");
+  StopSignal stop;  // before the first writer thread starts
+  const bool kernel = o.target != "stack";
   std::vector<wac::WacRun> runs;
   const bool tty = isatty(STDERR_FILENO);
-  for (wac::Profile p : *profiles) {
+  for (wac::Profile p : o.profiles) {
+    if (stop.stopped()) break;
     std::vector<wac::WacConfig> configs;
-    for (StablePolicy pol : *policies) {
+    for (StablePolicy pol : o.policies) {
       wac::WacConfig cfg;
       cfg.profile = p;
       cfg.policy = pol;
-      cfg.target = a.target;
-      cfg.stack = a.stack;
-      cfg.threads = a.threads;
-      cfg.file_size = *size;
-      cfg.duration_s = a.duration;
-      cfg.live_checker = a.live_check;
+      cfg.target = o.target;
+      cfg.stack = o.stack;
+      cfg.threads = o.threads;
+      cfg.file_size = o.file_size;
+      cfg.duration_s = o.duration_s;
+      cfg.live_checker = o.live_check;
+      cfg.cancel = &stop.flag();
       configs.push_back(cfg);
     }
     // Several policies are compared in interleaved rounds of about a second.
-    const unsigned rounds = configs.size() > 1 ? std::clamp(static_cast<unsigned>(a.duration), 1u, 5u) : 1;
+    const unsigned rounds = configs.size() > 1 ? std::clamp(static_cast<unsigned>(o.duration_s), 1u, 5u) : 1;
     std::string label;
     auto on_start = [&](size_t i) {
       label = fmt::format("wac {} {}", wac::ProfileLetter(p), kernel ? "kernel" : PolicyName(configs[i].policy));
@@ -71,30 +71,19 @@ int RunWacCommand(const WacArgs& a) {
     wac::Progress progress;
     if (tty)
       progress = [&](double t, uint64_t ops) {
-        fmt::print(stderr, "\r{}: {:.0f}/{:.0f} s, {} ops   ", label, t, a.duration / rounds, ops);
+        fmt::print(stderr, "\r{}: {:.0f}/{:.0f} s, {} ops   ", label, t, o.duration_s / rounds, ops);
       };
     auto done = wac::RunInterleaved(configs, rounds, on_start, progress);
     if (tty) fmt::print(stderr, "\r{:60}\r", "");
-    if (!done) return fail(done.error().WithContext(label));
-    for (auto& r : *done) runs.push_back(std::move(r));
-  }
-  if (a.json) {
-    nlohmann::json j = {{"runs", nlohmann::json::array()}};
-    for (const auto& r : runs) j["runs"].push_back(wac::RunToJson(r));
-    fmt::print("{}\n", j.dump(2));
-  } else {
-    fmt::print("{}", wac::RunsTable(runs));
-    for (const auto& r : runs) {
-      // The first few findings by block number; --json lists up to 32.
-      constexpr size_t kShown = 6;
-      for (size_t i = 0; i < r.bad_blocks.size() && i < kShown; i++)
-        fmt::print("  {} {}: block {} {}\n", wac::ProfileLetter(r.profile), r.policy, r.bad_blocks[i].block,
-                   r.bad_blocks[i].kind);
-      if (r.bad_blocks.size() > kShown)
-        fmt::print("  {} {}: ... {} violations in all\n", wac::ProfileLetter(r.profile), r.policy, r.violations.total());
+    if (!done) {
+      fmt::print(stderr, "stablecache wac: {}\n", done.error().WithContext(label).message());
+      return 2;
     }
+    for (auto& r : *done)
+      if (r) runs.push_back(std::move(*r));
   }
-  return 0;
+  PrintReport(o, runs, stop.stopped());
+  return stop.stopped() ? StopSignal::kExitCode : 0;
 }
 
 }  // namespace
@@ -102,20 +91,16 @@ int RunWacCommand(const WacArgs& a) {
 void AddWacCommand(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("wac", "write-after-checksum torture run: proves pages stay stable under I/O");
   auto a = std::make_shared<WacArgs>();
-  cmd->add_option("--profile", a->profiles, "A,B,...|all  (A write+sync_range, B mapped+msync, C half each, "
-                                            "D C+direct, E A+direct, F B+direct)")
-      ->capture_default_str();
-  cmd->add_option("--threads", a->threads, "writer threads")->capture_default_str()->check(CLI::Range(1, 4096));
-  cmd->add_option("--file-size", a->file_size, "file size, K/M/G suffixes")->capture_default_str();
-  cmd->add_option("--duration", a->duration, "seconds per run")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--policy", a->policies, "none,wait,bounce,fork,auto|all")->capture_default_str();
-  cmd->add_option("--stack", a->stack, "stack spec, top to bottom")->capture_default_str();
-  cmd->add_option("--target", a->target, "stack (this library) or a directory on a kernel filesystem")
-      ->capture_default_str();
-  cmd->add_flag("--json", a->json, "JSON report on stdout");
-  cmd->add_flag("!--no-live-check", a->live_check,
-                "no checker re-reading the device during the run (for timing; the read-back and scrub still run)");
-  cmd->callback([a, &exit_code] { exit_code = RunWacCommand(*a); });
+  AddWacOptions(*cmd, *a);
+  cmd->callback([a, &exit_code] {
+    auto o = ValidateWacArgs(*a);
+    if (!o) {
+      fmt::print(stderr, "stablecache wac: {}\n", o.error().message());
+      exit_code = 2;
+      return;
+    }
+    exit_code = RunWacCommand(*o);
+  });
 }
 
 }  // namespace stablecache::cli

@@ -26,7 +26,8 @@ uint64_t NowNs() {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
 }
 
-Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progress& progress, const WriterStep& step) {
+Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progress& progress, const WriterStep& step,
+                               const std::atomic<bool>* cancel) {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> ops{0};
   std::mutex mu;
@@ -56,7 +57,8 @@ Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progre
     });
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration_s);
   auto next_report = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-  while (!stop.load() && std::chrono::steady_clock::now() < deadline) {
+  auto cancelled = [cancel] { return cancel && cancel->load(std::memory_order_relaxed); };
+  while (!stop.load() && !cancelled() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (progress && std::chrono::steady_clock::now() >= next_report) {
       progress(static_cast<double>(NowNs() - start) / 1e9, ops.load(std::memory_order_relaxed));

@@ -46,9 +46,11 @@ struct WriterStats {
 // One writer step: store one block. Returns an error to stop the run.
 using WriterStep = std::function<Status(uint32_t writer, std::mt19937_64& rng, LatencyHistogram& latency)>;
 
-// Runs `threads` writers until `duration_s` passes or one fails; reports
+// Runs `threads` writers until `duration_s` passes, one fails or *cancel
+// becomes true (polled every 10 ms; writers stop at their next op); reports
 // progress once a second. The first error wins.
-Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progress& progress, const WriterStep& step);
+Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progress& progress, const WriterStep& step,
+                               const std::atomic<bool>* cancel = nullptr);
 
 // Judges a block read back against the last content stored in it. Returns
 // the violation kind, or nothing when it matches.

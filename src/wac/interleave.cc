@@ -5,8 +5,10 @@
 
 namespace stablecache::wac {
 
-Result<std::vector<WacRun>> RunInterleaved(const std::vector<WacConfig>& configs, unsigned rounds,
-                                           const std::function<void(size_t)>& on_start, const Progress& progress) {
+Result<std::vector<std::optional<WacRun>>> RunInterleaved(const std::vector<WacConfig>& configs, unsigned rounds,
+                                                          const std::function<void(size_t)>& on_start,
+                                                          const Progress& progress) {
+  auto cancelled = [&] { return !configs.empty() && configs.front().cancel && configs.front().cancel->load(); };
   rounds = std::max(1u, rounds);
   if (configs.size() > 1) {
     WacConfig warm = configs.front();
@@ -15,8 +17,8 @@ Result<std::vector<WacRun>> RunInterleaved(const std::vector<WacConfig>& configs
     if (auto r = RunWac(warm); !r) return Err(r.error());
   }
   std::vector<std::optional<WacRun>> runs(configs.size());
-  for (unsigned round = 0; round < rounds; round++)
-    for (size_t k = 0; k < configs.size(); k++) {
+  for (unsigned round = 0; round < rounds && !cancelled(); round++)
+    for (size_t k = 0; k < configs.size() && !cancelled(); k++) {
       const size_t i = round % 2 == 0 ? k : configs.size() - 1 - k;
       WacConfig cfg = configs[i];
       cfg.duration_s /= rounds;
@@ -26,9 +28,7 @@ Result<std::vector<WacRun>> RunInterleaved(const std::vector<WacConfig>& configs
       if (!runs[i]) runs[i] = std::move(*r);
       else CombineRuns(*runs[i], *r);
     }
-  std::vector<WacRun> out;
-  for (auto& r : runs) out.push_back(std::move(*r));
-  return out;
+  return runs;
 }
 
 }  // namespace stablecache::wac

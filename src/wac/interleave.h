@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,9 @@ namespace stablecache::wac {
 // there are several (the first run in a process pays for faulting in
 // memory). Returns one run per config, in order, its rounds combined with
 // CombineRuns. `on_start` is told the index of each config as it starts.
-[[nodiscard]] Result<std::vector<WacRun>> RunInterleaved(const std::vector<WacConfig>& configs, unsigned rounds,
+// When the configs' `cancel` flag becomes true the run under way stops
+// early and no other starts: configs that never ran have no run.
+[[nodiscard]] Result<std::vector<std::optional<WacRun>>> RunInterleaved(const std::vector<WacConfig>& configs, unsigned rounds,
                                                          const std::function<void(size_t)>& on_start = {},
                                                          const Progress& progress = {});
 

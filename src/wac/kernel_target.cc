@@ -130,9 +130,13 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
     }
     return Status::Ok();
   };
-  auto stats = RunWriters(cfg.threads, cfg.duration_s, progress, step);
+  auto stats = RunWriters(cfg.threads, cfg.duration_s, progress, step, cfg.cancel);
   if (!stats) return Err(stats.error().WithContext("wac writer"));
   run.duration_s = stats->elapsed_s;
+  if (cfg.cancel && cfg.cancel->load()) {
+    run.interrupted = true;
+    run.note = fmt::format("interrupted after {:.1f} of {:g} s", stats->elapsed_s, cfg.duration_s);
+  }
   run.ops = stats->ops;
   run.ops_per_s = static_cast<double>(run.ops) / stats->elapsed_s;
   run.bytes_written = run.ops * kBlockSize;
@@ -150,7 +154,8 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
   int reader = rfd.get();
   if (reader < 0) {
     reader = fd.get();
-    run.note = "read-back through the page cache after POSIX_FADV_DONTNEED: no O_DIRECT here";
+    run.note += std::string(run.note.empty() ? "" : "; ") +
+                "read-back through the page cache after POSIX_FADV_DONTNEED: no O_DIRECT here";
   }
   alignas(4096) std::byte buf[kBlockSize];
   for (uint64_t b = 0; b < blocks; b++) {

@@ -65,6 +65,7 @@ class LiveChecker {
   }
   uint64_t reads() const { return reads_; }
   uint64_t mirror_divergence() const { return mirror_divergence_; }
+  uint64_t unreadable() const { return unreadable_; }
   uint64_t parity_mismatch() const { return parity_mismatch_; }
   const std::vector<std::pair<uint64_t, std::string>>& findings() const { return findings_; }
   const Status& error() const { return error_; }
@@ -80,6 +81,7 @@ class LiveChecker {
       reads_++;
       mirror_divergence_ += scrub.mirror_divergence;
       parity_mismatch_ += scrub.parity_mismatch;
+      unreadable_ += scrub.unreadable;
       for (const ScrubFinding& f : scrub.findings)
         findings_.emplace_back(f.block, ScrubKindName(f.kind));
       if (st.code() == Code::kIntegrityError) {
@@ -98,7 +100,7 @@ class LiveChecker {
   File& file_;
   uint64_t blocks_;
   std::atomic<bool> stop_{false};
-  uint64_t reads_ = 0, mirror_divergence_ = 0, parity_mismatch_ = 0;
+  uint64_t reads_ = 0, mirror_divergence_ = 0, parity_mismatch_ = 0, unreadable_ = 0;
   std::vector<std::pair<uint64_t, std::string>> findings_;
   Status error_;
   std::thread thread_;
@@ -160,13 +162,17 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
     // sync_file_range(WRITE): start writeback of the page, racing the writers.
     return f.SyncRange(b * kBlockSize, kBlockSize, kSyncWrite);
   };
-  auto stats = RunWriters(cfg.threads, cfg.duration_s, progress, step);
+  auto stats = RunWriters(cfg.threads, cfg.duration_s, progress, step, cfg.cancel);
   if (checker) checker->Stop();
   if (!stats) return Err(stats.error().WithContext("wac writer"));
   if (checker && !checker->error().ok()) return Err(checker->error().WithContext("wac live checker"));
   SC_RETURN_UNEXPECTED_IF_ERROR(f.Sync());
 
   run.duration_s = stats->elapsed_s;
+  if (cfg.cancel && cfg.cancel->load()) {
+    run.interrupted = true;
+    run.note = fmt::format("interrupted after {:.1f} of {:g} s", stats->elapsed_s, cfg.duration_s);
+  }
   run.ops = stats->ops;
   run.ops_per_s = static_cast<double>(run.ops) / stats->elapsed_s;
   run.bytes_written = run.ops * kBlockSize;
@@ -194,6 +200,8 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   SC_RETURN_UNEXPECTED_IF_ERROR((*dev)->Scrub(scrub));
   run.violations.mirror_divergence = scrub.mirror_divergence + (checker ? checker->mirror_divergence() : 0);
   run.violations.parity_mismatch = scrub.parity_mismatch + (checker ? checker->parity_mismatch() : 0);
+  // A block no leg can read is lost data, whoever lost it.
+  run.violations.unreadable = scrub.unreadable + (checker ? checker->unreadable() : 0);
   for (const ScrubFinding& s : scrub.findings)
     NoteBadBlock(run, s.block, std::string("scrub:") + ScrubKindName(s.kind));
   CacheStats cs = (*cache)->Stats();

@@ -30,10 +30,12 @@ nlohmann::json RunToJson(const WacRun& r) {
         {"mirror_divergence", r.violations.mirror_divergence},
         {"parity_mismatch", r.violations.parity_mismatch},
         {"readback_mismatch", r.violations.readback_mismatch},
-        {"torn_live", r.violations.torn_live}}},
+        {"torn_live", r.violations.torn_live},
+        {"unreadable", r.violations.unreadable}}},
       {"bad_blocks", bad},
       {"verdict", r.verdict},
       {"note", r.note},
+      {"interrupted", r.interrupted},
   };
 }
 
@@ -49,11 +51,12 @@ std::string RunsTable(const std::vector<WacRun>& runs) {
       continue;
     }
     const Violations& v = r.violations;
-    out += fmt::format("{:<3} {:<7} {:<6} {:>8} {:>7} {:>10} {:>12.0f} {:>9.1f} {:>12} {:>6} {:>6} {:>6} {:>6} {:>6}  {}{}\n",
+    out += fmt::format("{:<3} {:<7} {:<6} {:>8} {:>7} {:>10} {:>12.0f} {:>9.1f} {:>12} {:>6} {:>6} {:>6} {:>6} {:>6}  {}{}{}\n",
                        ProfileLetter(r.profile), r.policy, r.effective_policy, r.file_size, r.threads, r.ops,
                        r.ops_per_s, r.writer_wait_p99_us, r.bytes_bounced, v.modified_in_flight, v.integrity_errors,
                        v.mirror_divergence, v.parity_mismatch, v.readback_mismatch, r.verdict,
-                       v.torn_live ? fmt::format(" ({} torn live)", v.torn_live) : "");
+                       v.torn_live ? fmt::format(" ({} torn live)", v.torn_live) : "",
+                       v.unreadable ? fmt::format(" ({} unreadable)", v.unreadable) : "");
   }
   return out;
 }

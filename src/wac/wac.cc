@@ -85,6 +85,8 @@ void CombineRuns(WacRun& into, const WacRun& more) {
   v.parity_mismatch += m.parity_mismatch;
   v.readback_mismatch += m.readback_mismatch;
   v.torn_live += m.torn_live;
+  v.unreadable += m.unreadable;
+  into.interrupted |= more.interrupted;
   for (const BadBlock& b : more.bad_blocks)
     if (into.bad_blocks.size() < 32) into.bad_blocks.push_back(b);
   if (more.verdict == "corrupt") into.verdict = "corrupt";

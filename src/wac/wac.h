@@ -10,6 +10,7 @@
 // and every run ends with a read-back that bypasses all caches and a scrub.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -42,6 +43,9 @@ struct WacConfig {
   double duration_s = 5;
   bool live_checker = true;       // library target only
   std::string progress_label;     // shown on stderr when it is a terminal
+  // When set and it becomes true (SIGINT), writers stop at their next op;
+  // the run still syncs, reads back and scrubs what it wrote, and reports.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 // A violation the tool saw, by block number.
@@ -57,9 +61,10 @@ struct Violations {
   uint64_t parity_mismatch = 0;     // scrub
   uint64_t readback_mismatch = 0;   // final read-back != last content written
   uint64_t torn_live = 0;           // live checker: torn or misdirected device content
+  uint64_t unreadable = 0;          // scrub: blocks no leg could read
   uint64_t total() const {
     return modified_in_flight + integrity_errors + mirror_divergence + parity_mismatch + readback_mismatch +
-           torn_live;
+           torn_live + unreadable;
   }
 };
 
@@ -82,6 +87,7 @@ struct WacRun {
   std::vector<BadBlock> bad_blocks;  // the first few, by block number
   std::string verdict;               // clean, corrupt, unsupported
   std::string note;                  // why unsupported, or what was bypassed
+  bool interrupted = false;          // stopped early by WacConfig::cancel
 };
 
 // Folds a later run of the same configuration into `into` (interleaved
