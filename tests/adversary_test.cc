@@ -244,12 +244,13 @@ TEST(AdversaryBounce, SyncAndBackgroundWritebackDoNotDeadlockOverTheLastBounceFr
     auto a_done = std::make_shared<std::promise<Status>>();
     auto x_fut = x_done->get_future();
     auto a_fut = a_done->get_future();
+    // The Sync waits first (futex wake order then favours it), at page 0.
+    std::thread([file, a_done] { a_done->set_value(file->Sync()); }).detach();
+    std::this_thread::sleep_for(30ms);
     std::thread([file, x_done] {
       (void)file->SyncRange(4096, 4096, kSyncWrite);  // locks page 1, waits for a frame
       x_done->set_value();
     }).detach();
-    std::this_thread::sleep_for(30ms);
-    std::thread([file, a_done] { a_done->set_value(file->Sync()); }).detach();  // page 0: waits for a frame
     std::this_thread::sleep_for(30ms);
     run->mem->ReleaseWrites();  // page 9 lands, its frame is freed: X and the Sync race for it
     const bool a_ok = a_fut.wait_for(5s) == std::future_status::ready;
