@@ -8,13 +8,10 @@
 // Size equals it, no op fails (the device never does); and after a final
 // Sync a fresh cache over the same device reads back the model's bytes.
 //
-// KNOWN HANG (reported, in src/writeback, not fixed here): with a reserve
-// of io frames smaller than a writeback bio, Sync and the flusher deadlock
-// (the flusher holds a page lock and waits in AllocIoFrame for a frame
-// that Sync's half-built bio holds while Sync waits for that page's lock).
-// So the reserve is the default (256 frames, more than the 16 cached pages
-// can use) unless STABLECACHE_FUZZ_SMALL_IO_RESERVE=1 asks for 4, which
-// fuzz/corpus/file_ops/hang-sync-vs-flusher-io-reserve reproduces.
+//
+// The reserve of I/O frames is 4, smaller than a writeback bio can use, so
+// bounce writeback competes for frames: that once deadlocked Sync and the
+// flusher (fuzz/corpus/file_ops/hang-sync-vs-flusher-io-reserve).
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -74,11 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(dev.has_value(), "MemoryDevice::Create: %s", dev.error().message().c_str());
   CacheOptions co;
   co.capacity_bytes = 16 * kPage;
-  static const bool small_reserve = [] {
-    const char* v = std::getenv("STABLECACHE_FUZZ_SMALL_IO_RESERVE");
-    return v && *v == '1';
-  }();
-  if (small_reserve) co.io_reserve_frames = 4;
+  co.io_reserve_frames = 4;
   co.max_bio_pages = 4;
   co.readahead_pages = 4;
   co.policy = policy;

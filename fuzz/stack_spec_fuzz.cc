@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "block/stack_spec.h"
+#include "stack/stack_spec.h"
 #include "fuzz_check.h"
 #include "stablecache/stack.h"
 

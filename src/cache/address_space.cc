@@ -244,6 +244,7 @@ void AddressSpace::MarkHoles(uint64_t first, uint64_t end) {
 
 void AddressSpace::RecordWritebackError(const Status& st) {
   errseq_.Set(st.err() != 0 ? st.err() : EIO);
+  writeback_errors_.fetch_add(1, std::memory_order_acq_rel);
   cache_.counters().writeback_errors.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(err_mu_);
   last_error_ = st;

@@ -103,6 +103,12 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
 
   // ---- errors ----
   void RecordWritebackError(const Status& st);
+  // Writeback of this space failed last time and has not succeeded since:
+  // its dirty pages cannot be cleaned now, so they do not throttle writers
+  // of other spaces.
+  bool writeback_failing() const { return writeback_failing_.load(std::memory_order_acquire); }
+  void set_writeback_failing(bool f) { writeback_failing_.store(f, std::memory_order_release); }
+  uint64_t writeback_error_count() const { return writeback_errors_.load(std::memory_order_acquire); }
   ErrSeq& errseq() { return errseq_; }
   Status LastWritebackError() const;
 
@@ -137,6 +143,8 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   std::mutex holes_mu_;
 
   ErrSeq errseq_;
+  std::atomic<bool> writeback_failing_{false};
+  std::atomic<uint64_t> writeback_errors_{0};
   mutable std::mutex err_mu_;
   Status last_error_;  // GUARDED_BY(err_mu_)
 

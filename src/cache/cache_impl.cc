@@ -4,6 +4,7 @@
 
 #include "cache/file_handle.h"
 #include "writeback/flusher.h"
+#include "writeback/writeback.h"
 
 namespace stablecache {
 
@@ -96,18 +97,55 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
   return std::unique_ptr<File>(new FileHandle(shared_from_this(), as));
 }
 
+namespace {
+// A space no handle holds must stay while it still holds data or news for
+// the next handle: dirty pages (a failed writeback re-dirtied them), or an
+// error nobody has reported.
+bool MustKeep(AddressSpace& as) { return as.dirty_count() != 0 || as.errseq().HasUnseen(); }
+}  // namespace
+
 Status CacheImpl::CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_dirty) {
   {
     std::lock_guard lk(spaces_mu_);
     if (as->open_handles().fetch_sub(1) != 1) return Status::Ok();
-    // Dirty data is never dropped silently: a space whose last Sync failed
-    // stays, with no handle, until a Sync succeeds or the cache goes.
-    if (keep_dirty || as->dirty_count() != 0) return Status::Ok();
-    spaces_.erase(&as->device());
   }
-  as->DropAllPages();
-  as->device().UnregisterMemory(pool_->arena().Region());
+  // Writes in flight may still fail and re-dirty their pages: decide after.
+  WaitWritebackRange(*as, 0, UINT64_MAX);
+  {
+    std::lock_guard lk(spaces_mu_);
+    if (as->open_handles().load() != 0) return Status::Ok();  // opened again meanwhile
+    if (keep_dirty || MustKeep(*as)) return Status::Ok();
+    auto it = spaces_.find(&as->device());
+    if (it == spaces_.end() || it->second != as) return Status::Ok();
+    spaces_.erase(it);
+  }
+  ReleaseSpace(*as);
   return Status::Ok();
+}
+
+void CacheImpl::ReleaseSpace(AddressSpace& as) {
+  as.DropAllPages();
+  as.device().UnregisterMemory(pool_->arena().Region());
+}
+
+void CacheImpl::ReleaseIdleSpaces() {
+  std::vector<std::shared_ptr<AddressSpace>> idle;
+  {
+    std::shared_lock lk(spaces_mu_);
+    for (auto& [dev, as] : spaces_)
+      if (as->open_handles().load() == 0) idle.push_back(as);
+  }
+  for (auto& as : idle) {
+    WaitWritebackRange(*as, 0, UINT64_MAX);
+    {
+      std::lock_guard lk(spaces_mu_);
+      if (as->open_handles().load() != 0 || MustKeep(*as)) continue;
+      auto it = spaces_.find(&as->device());
+      if (it == spaces_.end() || it->second != as) continue;
+      spaces_.erase(it);
+    }
+    ReleaseSpace(*as);
+  }
 }
 
 std::vector<std::shared_ptr<AddressSpace>> CacheImpl::Spaces() {
@@ -194,17 +232,29 @@ Result<Page*> CacheImpl::AllocPage() {
 
 // ---------------------------------------------------------------- dirty limits
 
-Status CacheImpl::BalanceDirtyPages() {
+uint64_t CacheImpl::StuckDirtyPages(const AddressSpace& self) {
+  std::shared_lock lk(spaces_mu_);
+  uint64_t n = 0;
+  for (auto& [dev, as] : spaces_)
+    if (as.get() != &self && as->writeback_failing()) n += as->dirty_count();
+  return n;
+}
+
+Status CacheImpl::BalanceDirtyPages(AddressSpace& as) {
   auto dirty = [&] { return static_cast<uint64_t>(std::max<int64_t>(0, counters_.dirty.load())); };
   if (dirty() > background_limit_) WakeFlusher();
   if (dirty() < dirty_limit_) return Status::Ok();
   counters_.throttle_waits.fetch_add(1, std::memory_order_relaxed);
-  const uint64_t errors = counters_.writeback_errors.load();
+  const uint64_t errors = as.writeback_error_count();
   for (;;) {
     uint32_t ev = pool_->free_event().load(std::memory_order_acquire);
-    if (dirty() < dirty_limit_) return Status::Ok();
-    if (counters_.writeback_errors.load() != errors)
-      return Status::IoError("dirty limit reached while writeback is failing; see Sync for the error");
+    const uint64_t d = dirty();
+    if (d < dirty_limit_) return Status::Ok();
+    if (as.writeback_error_count() != errors)
+      return Status::IoError(fmt::format("dirty limit reached while writeback to '{}' is failing; see Sync for the error",
+                                         as.device().Info().name));
+    // Pages another device cannot take now do not hold this writer back.
+    if (d - std::min(d, StuckDirtyPages(as)) < dirty_limit_) return Status::Ok();
     WakeFlusher();
     pool_->free_event().wait(ev, std::memory_order_acquire);
   }

@@ -45,25 +45,38 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
   // A new page if one is free or one clean page can be evicted now.
   Page* TryAllocPage();
 
-  // Writers call this before dirtying: blocks while over the dirty limit.
-  Status BalanceDirtyPages();
+  // Writers to `as` call this before dirtying: blocks while over the dirty
+  // limit, not counting the dirty pages of other spaces whose writeback is
+  // failing (they cannot be cleaned now). Fails when writeback of `as`
+  // itself fails meanwhile.
+  Status BalanceDirtyPages(AddressSpace& as);
   void WakeFlusher();
   // Writeback completed: wake reclaimers and throttled writers.
   void NotifyProgress();
 
   // Snapshot of live address spaces, for the flusher.
   std::vector<std::shared_ptr<AddressSpace>> Spaces();
-  // Called by every handle's Close. The last one drops the space's pages
-  // and unregisters the arena from its device, unless `keep_dirty` (its
-  // Sync failed) or pages are still dirty: then the space stays, so the
-  // flusher retries and a later Open gets the pages and the error back.
+  // Called by every handle's Close. The last one waits out the space's
+  // writes in flight, then drops its pages and unregisters the arena from
+  // its device, unless `keep_dirty` (its Sync failed), pages are still
+  // dirty, or an error is recorded that no handle has reported: then the
+  // space stays, so the flusher retries and a later Open gets the pages
+  // and the error back. ReleaseIdleSpaces lets it go once that is over.
   Status CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_dirty);
+  // Drops the spaces that no handle holds and that are clean, idle and
+  // have no unreported error (the flusher calls it after each pass).
+  void ReleaseIdleSpaces();
 
   uint64_t dirty_limit() const { return dirty_limit_; }
   uint64_t background_limit() const { return background_limit_; }
 
  private:
   bool EvictOne();
+  // Frees a space's pages and its device registration. REQUIRES: erased
+  // from spaces_, no handle.
+  void ReleaseSpace(AddressSpace& as);
+  // Dirty pages of spaces other than `self` whose writeback is failing.
+  uint64_t StuckDirtyPages(const AddressSpace& self);
 
   CacheOptions opts_;
   std::unique_ptr<PagePool> pool_;

@@ -28,6 +28,12 @@ class ErrSeq {
     }
   }
 
+  // An error was recorded that no observer has reported yet.
+  bool HasUnseen() const {
+    uint32_t v = v_.load(std::memory_order_acquire);
+    return (v & kErrMask) != 0 && (v & kSeen) == 0;
+  }
+
   uint32_t Sample() const {
     uint32_t old = v_.load(std::memory_order_acquire);
     return (old & kSeen) ? old : 0;

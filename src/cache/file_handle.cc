@@ -107,7 +107,7 @@ Result<size_t> FileHandle::Write(uint64_t offset, std::span<const std::byte> dat
     return Err(Status::NoSpace(fmt::format("write of {} bytes at offset {} ends past the end of device '{}' "
                                            "({} bytes)",
                                            data.size(), offset, as.device().Info().name, limit)));
-  if (Status st = cache_->BalanceDirtyPages(); !st.ok()) return Err(st);
+  if (Status st = cache_->BalanceDirtyPages(as); !st.ok()) return Err(st);
   {
     std::shared_lock il(as.invalidate_lock());
     if (end <= as.size()) {

@@ -152,7 +152,7 @@ Status MaterializeHoles(AddressSpace& as) {
     }
     (*p)->Unlock();
     if (++batch % as.cache().Options().max_bio_pages == 0) {
-      SC_RETURN_IF_ERROR(as.cache().BalanceDirtyPages());
+      SC_RETURN_IF_ERROR(as.cache().BalanceDirtyPages(as));
     }
   }
   as.holes_exposed().store(false);

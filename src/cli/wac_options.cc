@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "block/stack_spec.h"
+#include "stack/stack_spec.h"
 #include "cli/number_option.h"
 #include "stablecache/stack.h"
 

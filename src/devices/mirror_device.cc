@@ -118,32 +118,31 @@ void MirrorDevice::BlockRead(std::shared_ptr<Read> r, size_t leg, Status st) {
     std::string why;
     for (auto& [l, e] : r->block_errors) why += fmt::format("; leg {}: {}", l, e.message());
     counters_.errors.fetch_add(1, std::memory_order_relaxed);
-    locks_.Release(r->ticket);
-    // The code is the first leg's (an integrity error stays one).
+    // The code is the first leg's (an integrity error stays one). Blocks
+    // recovered before this one are still repaired.
     Status first = r->block_errors.front().second;
-    return Bio::Complete(std::move(r->parent),
-                         first.WithContext(fmt::format("mirror: no leg could read block {} (offset {}){}; first",
-                                                       (r->offset >> 12) + r->block, r->offset + r->block * kBlock,
-                                                       why)));
+    return Repair(std::move(r), first.WithContext(fmt::format("mirror: no leg could read block {} (offset {}){}; first",
+                                                              (r->offset >> 12) + r->block,
+                                                              r->offset + r->block * kBlock, why)));
   }
   for (auto& [bad, e] : r->block_errors) r->repairs.emplace_back(r->block, bad);
   r->block_errors.clear();
   r->tries = 0;
   if (++r->block < r->len / kBlock) return RecoverBlock(std::move(r));
   r->parent->CopyFrom(r->flat.get());
-  Repair(std::move(r));
+  Repair(std::move(r), Status::Ok());
 }
 
 // Writes each recovered block over the copies that failed it, then
-// completes the read: the caller sees the read end only once the legs hold
+// completes the read with `result`: the caller sees the read end only once the legs hold
 // good copies again, and nothing of this device runs after its completion
 // (the caller may drop the stack the moment its read is done).
-void MirrorDevice::Repair(std::shared_ptr<Read> r) {
-  if (!r->repairs.empty()) counters_.degraded_reads.fetch_add(1, std::memory_order_relaxed);
-  auto join = BioJoin::Start(nullptr, [this, r](BioPtr, Status st) {
+void MirrorDevice::Repair(std::shared_ptr<Read> r, Status result) {
+  if (!r->repairs.empty() && result.ok()) counters_.degraded_reads.fetch_add(1, std::memory_order_relaxed);
+  auto join = BioJoin::Start(nullptr, [this, r, result = std::move(result)](BioPtr, Status st) mutable {
     if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);  // the next read retries
     locks_.Release(r->ticket);
-    Bio::Complete(std::move(r->parent), Status::Ok());
+    Bio::Complete(std::move(r->parent), std::move(result));
   });
   for (auto [block, leg] : r->repairs) {
     auto c = join->Child(BioOp::kWrite, r->offset + block * kBlock, Stability::kStable);

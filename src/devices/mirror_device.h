@@ -46,7 +46,7 @@ class MirrorDevice final : public FanoutDevice {
   void SubmitWrite(BioPtr bio);
   void RecoverBlock(std::shared_ptr<Read> r);
   void BlockRead(std::shared_ptr<Read> r, size_t leg, Status st);
-  void Repair(std::shared_ptr<Read> r);
+  void Repair(std::shared_ptr<Read> r, Status result);
   std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const override { return {offset, len}; }
   Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) override;
   Status ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& report);

@@ -55,6 +55,7 @@ void Flusher::Run() {
       else if (n == 0)
         break;
     }
+    cache_.ReleaseIdleSpaces();
     lk.lock();
   }
 }

@@ -26,6 +26,7 @@ void EndBatch(WritebackBatch& b, const Status& st) {
   AddressSpace& as = *b.as;
   PagePool& pool = as.pool();
   if (!st.ok()) as.RecordWritebackError(st);
+  as.set_writeback_failing(!st.ok());
   for (const WritebackEntry& e : b.entries) {
     if (!st.ok()) as.Redirty(e.page);
     if (e.bounce != kNoFrame) pool.FreeIoFrame(e.bounce);
