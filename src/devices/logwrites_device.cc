@@ -22,6 +22,7 @@ uint64_t LogWritesDevice::Append(LogEntry e) {
 
 void LogWritesDevice::Submit(BioPtr bio) {
   counters_.CountBio(*bio);
+  HoldDeviceWhileInFlight(*this, *bio);
   switch (bio->op) {
     case BioOp::kRead:
       lower_->Submit(std::move(bio));
