@@ -273,7 +273,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, FailNth,
 // Defect 3: the old last page is cached and clean when the file grows, so
 // its zero tail lives only in the cache; the stale device bytes past the
 // old end come back in a fresh cache.
-TEST(FailNthPending, ExtendingOverACachedCleanTailPage) {
+TEST(FailNthScenario, ExtendingOverACachedCleanTailPage) {
   Scenario sc{.name = "write_extending_cached_tail",
               .build = Plain,
               .setup = Fill(12 * kPage),
@@ -288,7 +288,7 @@ TEST(FailNthPending, ExtendingOverACachedCleanTailPage) {
 // Defect 8: a Truncate whose partial-page fill fails has already shrunk
 // the size, and leaves the pages past the new end in place: grown back
 // after healing, the file shows the cut bytes instead of zeros.
-TEST(FailNthPending, TruncateDownThenBackUp) {
+TEST(FailNthScenario, TruncateDownThenBackUp) {
   Scenario sc = Named("truncate_down");
   sc.name = "truncate_down_and_up";
   sc.after_heal = [](File& f, Model& m) { return DoTruncate(f, m, 8 * kPage); };
@@ -300,7 +300,7 @@ TEST(FailNthPending, TruncateDownThenBackUp) {
 // the Sync that writes them out is throttled; a writeback error meanwhile
 // stops it, and today no later Sync writes the remaining holes: a fresh
 // cache reads the stale device bytes instead of zeros.
-TEST(FailNthPending, GrowingPastTheDirtyLimit) {
+TEST(FailNthScenario, GrowingPastTheDirtyLimit) {
   Scenario sc{.name = "truncate_up_many_holes",
               .build = Plain,
               .setup = Fill(200 * kPage),
@@ -316,7 +316,7 @@ TEST(FailNthPending, GrowingPastTheDirtyLimit) {
 
 // Defect 10: every block has a good copy (block 10 bad on leg 1, block 12
 // on leg 0), so every read must succeed and repair both.
-TEST(FailNthPending, MirrorRepairsPerBlock) {
+TEST(FailNthScenario, MirrorRepairsPerBlock) {
   Scenario sc{.name = "mirror_repair_two_legs",
               .build = [] { return MirrorWithBadBlocks({{1, 10}, {0, 12}}); },
               .setup = Fill(16 * kPage),

@@ -214,6 +214,11 @@ void AddressSpace::RemoveInFlight(uint64_t idx) {
   pool_.Put(p);
 }
 
+bool AddressSpace::NothingInFlight() const {
+  std::lock_guard lk(state_mu_);
+  return writeback_.empty();
+}
+
 std::vector<PageRef> AddressSpace::InFlightRange(uint64_t first, uint64_t last) {
   std::vector<PageRef> out;
   std::lock_guard lk(state_mu_);

@@ -89,6 +89,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   void AddInFlight(uint64_t idx, Page* p);
   void RemoveInFlight(uint64_t idx);
   std::vector<PageRef> InFlightRange(uint64_t first, uint64_t last);
+  bool NothingInFlight() const;
 
   // ---- holes: device pages whose contents are not file data ----
   bool IsHole(uint64_t idx) const;

@@ -99,9 +99,23 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
 
 namespace {
 // A space no handle holds must stay while it still holds data or news for
-// the next handle: dirty pages (a failed writeback re-dirtied them), or an
-// error nobody has reported.
-bool MustKeep(AddressSpace& as) { return as.dirty_count() != 0 || as.errseq().HasUnseen(); }
+// the next handle: dirty pages (a failed writeback re-dirtied them), holes
+// not yet written, or an error nobody has reported.
+bool MustKeep(AddressSpace& as) {
+  return as.dirty_count() != 0 || as.holes_exposed().load() || as.errseq().HasUnseen();
+}
+
+// Whether a space no handle holds can go now, without waiting. The order
+// matters: a page is dirty or in flight at every instant, and a write that
+// fails records its error before it re-dirties the page and before it
+// leaves the in-flight map. So: nothing dirty, then nothing in flight
+// (every write that was in flight when we looked at the dirty pages has
+// ended), then no unreported error (none of those writes failed).
+bool IdleNow(AddressSpace& as) {
+  if (as.dirty_count() != 0 || as.holes_exposed().load()) return false;
+  if (!as.NothingInFlight()) return false;
+  return !as.errseq().HasUnseen();
+}
 }  // namespace
 
 Status CacheImpl::CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_dirty) {
@@ -129,23 +143,20 @@ void CacheImpl::ReleaseSpace(AddressSpace& as) {
 }
 
 void CacheImpl::ReleaseIdleSpaces() {
+  // Never waits: the flusher calling this must not stall on one device.
   std::vector<std::shared_ptr<AddressSpace>> idle;
   {
-    std::shared_lock lk(spaces_mu_);
-    for (auto& [dev, as] : spaces_)
-      if (as->open_handles().load() == 0) idle.push_back(as);
-  }
-  for (auto& as : idle) {
-    WaitWritebackRange(*as, 0, UINT64_MAX);
-    {
-      std::lock_guard lk(spaces_mu_);
-      if (as->open_handles().load() != 0 || MustKeep(*as)) continue;
-      auto it = spaces_.find(&as->device());
-      if (it == spaces_.end() || it->second != as) continue;
-      spaces_.erase(it);
+    std::lock_guard lk(spaces_mu_);  // no Open meanwhile
+    for (auto it = spaces_.begin(); it != spaces_.end();) {
+      if (it->second->open_handles().load() == 0 && IdleNow(*it->second)) {
+        idle.push_back(std::move(it->second));
+        it = spaces_.erase(it);
+      } else {
+        ++it;
+      }
     }
-    ReleaseSpace(*as);
   }
+  for (auto& as : idle) ReleaseSpace(*as);
 }
 
 std::vector<std::shared_ptr<AddressSpace>> CacheImpl::Spaces() {
@@ -246,6 +257,9 @@ Status CacheImpl::BalanceDirtyPages(AddressSpace& as) {
   if (dirty() < dirty_limit_) return Status::Ok();
   counters_.throttle_waits.fetch_add(1, std::memory_order_relaxed);
   const uint64_t errors = as.writeback_error_count();
+  // Dirty pages other devices cannot take now may push the total past the
+  // limit, but never past this: the rest of the cache stays for clean pages.
+  const uint64_t hard_cap = dirty_limit_ + (pool_->capacity() - std::min<uint64_t>(dirty_limit_, pool_->capacity())) / 2;
   for (;;) {
     uint32_t ev = pool_->free_event().load(std::memory_order_acquire);
     const uint64_t d = dirty();
@@ -253,8 +267,15 @@ Status CacheImpl::BalanceDirtyPages(AddressSpace& as) {
     if (as.writeback_error_count() != errors)
       return Status::IoError(fmt::format("dirty limit reached while writeback to '{}' is failing; see Sync for the error",
                                          as.device().Info().name));
-    // Pages another device cannot take now do not hold this writer back.
-    if (d - std::min(d, StuckDirtyPages(as)) < dirty_limit_) return Status::Ok();
+    // Pages another device cannot take now do not hold this writer back,
+    // up to the hard cap; past it the writer is told, not left hanging.
+    if (d - std::min(d, StuckDirtyPages(as)) < dirty_limit_) {
+      if (d < hard_cap) return Status::Ok();
+      return Status::NoSpace(fmt::format(
+          "the cache holds {} dirty pages that failing devices cannot take; writes to '{}' must wait for them "
+          "to heal or for their files to be closed",
+          d, as.device().Info().name));
+    }
     WakeFlusher();
     pool_->free_event().wait(ev, std::memory_order_acquire);
   }
