@@ -46,11 +46,26 @@ class GateDevice final : public StackedDevice {
     lk.unlock();
     lower_->Submit(std::move(bio));
   }
+  // Bios held under the old settings that the new ones would not hold go
+  // down now (a flusher retry caught between two steps of a test).
   void Configure(int fail_writes, bool hold_writes, bool hold_flushes) {
-    std::lock_guard lk(mu_);
-    fail_writes_ = fail_writes;
-    hold_writes_ = hold_writes;
-    hold_flushes_ = hold_flushes;
+    std::deque<BioPtr> go;
+    {
+      std::lock_guard lk(mu_);
+      fail_writes_ = fail_writes;
+      hold_writes_ = hold_writes;
+      hold_flushes_ = hold_flushes;
+      for (auto it = held_.begin(); it != held_.end();) {
+        bool keep = (*it)->op == BioOp::kFlush ? hold_flushes_ : hold_writes_;
+        if (keep) {
+          ++it;
+        } else {
+          go.push_back(std::move(*it));
+          it = held_.erase(it);
+        }
+      }
+    }
+    for (auto& b : go) lower_->Submit(std::move(b));
   }
   // Waits until a bio of `op` is held; false on timeout.
   bool WaitHeld(BioOp op, std::chrono::milliseconds timeout = 5s) {
