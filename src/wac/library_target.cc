@@ -66,6 +66,7 @@ class LiveChecker {
   uint64_t reads() const { return reads_; }
   uint64_t mirror_divergence() const { return mirror_divergence_; }
   uint64_t unreadable() const { return unreadable_; }
+  uint64_t degraded() const { return degraded_; }
   uint64_t parity_mismatch() const { return parity_mismatch_; }
   const std::vector<std::pair<uint64_t, std::string>>& findings() const { return findings_; }
   const Status& error() const { return error_; }
@@ -82,6 +83,7 @@ class LiveChecker {
       mirror_divergence_ += scrub.mirror_divergence;
       parity_mismatch_ += scrub.parity_mismatch;
       unreadable_ += scrub.unreadable;
+      degraded_ += scrub.degraded;
       for (const ScrubFinding& f : scrub.findings)
         findings_.emplace_back(f.block, ScrubKindName(f.kind));
       if (st.code() == Code::kIntegrityError) {
@@ -100,7 +102,7 @@ class LiveChecker {
   File& file_;
   uint64_t blocks_;
   std::atomic<bool> stop_{false};
-  uint64_t reads_ = 0, mirror_divergence_ = 0, parity_mismatch_ = 0, unreadable_ = 0;
+  uint64_t reads_ = 0, mirror_divergence_ = 0, parity_mismatch_ = 0, unreadable_ = 0, degraded_ = 0;
   std::vector<std::pair<uint64_t, std::string>> findings_;
   Status error_;
   std::thread thread_;
@@ -202,6 +204,8 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   run.violations.parity_mismatch = scrub.parity_mismatch + (checker ? checker->parity_mismatch() : 0);
   // A block no leg can read is lost data, whoever lost it.
   run.violations.unreadable = scrub.unreadable + (checker ? checker->unreadable() : 0);
+  // A copy one leg lost (the others hold it) is corruption the tool caught.
+  run.violations.degraded = scrub.degraded + (checker ? checker->degraded() : 0);
   for (const ScrubFinding& s : scrub.findings)
     NoteBadBlock(run, s.block, std::string("scrub:") + ScrubKindName(s.kind));
   CacheStats cs = (*cache)->Stats();

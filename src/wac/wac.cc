@@ -86,6 +86,7 @@ void CombineRuns(WacRun& into, const WacRun& more) {
   v.readback_mismatch += m.readback_mismatch;
   v.torn_live += m.torn_live;
   v.unreadable += m.unreadable;
+  v.degraded += m.degraded;
   into.interrupted |= more.interrupted;
   for (const BadBlock& b : more.bad_blocks)
     if (into.bad_blocks.size() < 32) into.bad_blocks.push_back(b);

@@ -62,9 +62,10 @@ struct Violations {
   uint64_t readback_mismatch = 0;   // final read-back != last content written
   uint64_t torn_live = 0;           // live checker: torn or misdirected device content
   uint64_t unreadable = 0;          // scrub: blocks no leg could read
+  uint64_t degraded = 0;            // scrub: blocks (parity: stripes) with one copy unreadable
   uint64_t total() const {
     return modified_in_flight + integrity_errors + mirror_divergence + parity_mismatch + readback_mismatch +
-           torn_live + unreadable;
+           torn_live + unreadable + degraded;
   }
 };
 
