@@ -60,6 +60,9 @@ CacheImpl::~CacheImpl() {
     as->device().UnregisterMemory(pool_->arena().Region());
   }
   spaces_.clear();
+  // Completions that ended the last writebacks may still be updating our
+  // counters and pool (and dropping the last reference to a space).
+  batches_->WaitNone();
 }
 
 Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> device, const FileOptions& fo) {

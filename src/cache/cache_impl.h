@@ -27,6 +27,22 @@ struct CacheCounters {
 
 class Flusher;
 
+// Writeback batches in flight, counted in a block each batch shares, so
+// the count outlives the cache: a completion may still be finishing its
+// bookkeeping (in the cache's counters and pool) after it woke the thread
+// that destroys the cache, which therefore waits for the count to reach 0.
+struct InFlightBatches {
+  std::atomic<uint64_t> n{0};
+  void Start() { n.fetch_add(1, std::memory_order_acq_rel); }
+  // The last thing a batch does with the cache.
+  void Done() {
+    if (n.fetch_sub(1, std::memory_order_acq_rel) == 1) n.notify_all();
+  }
+  void WaitNone() {
+    for (uint64_t v; (v = n.load(std::memory_order_acquire)) != 0;) n.wait(v, std::memory_order_acquire);
+  }
+};
+
 class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheImpl> {
  public:
   CacheImpl(const CacheOptions& opts, std::unique_ptr<PagePool> pool);
@@ -39,6 +55,7 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
 
   PagePool& pool() { return *pool_; }
   CacheCounters& counters() { return counters_; }
+  const std::shared_ptr<InFlightBatches>& batches() { return batches_; }
 
   // A new page: evicts clean pages and waits for writeback as needed.
   Result<Page*> AllocPage();
@@ -91,6 +108,7 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
   uint32_t clock_hand_ = 0;  // GUARDED_BY(clock_mu_)
 
   std::unique_ptr<Flusher> flusher_;
+  std::shared_ptr<InFlightBatches> batches_ = std::make_shared<InFlightBatches>();
 };
 
 }  // namespace stablecache

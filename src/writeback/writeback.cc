@@ -18,6 +18,7 @@ struct WritebackEntry {
 
 struct WritebackBatch {
   std::shared_ptr<AddressSpace> as;
+  std::shared_ptr<InFlightBatches> tracker;  // keeps the cache from going before we are done
   uint64_t first_idx = 0;
   std::vector<WritebackEntry> entries;
 };
@@ -49,9 +50,16 @@ void SubmitBatch(std::unique_ptr<WritebackBatch> batch) {
   c.pages_written.fetch_add(batch->entries.size(), std::memory_order_relaxed);
   c.writeback.fetch_add(static_cast<int64_t>(batch->entries.size()), std::memory_order_relaxed);
   WritebackBatch* raw = batch.release();
+  raw->tracker = as.cache().batches();
+  raw->tracker->Start();
   bio->on_complete = [raw](BioPtr, Status st) {
     std::unique_ptr<WritebackBatch> b(raw);
     EndBatch(*b, st);
+    // The space may go with this reference (its pages go back to the
+    // pool), so before we tell the cache we are done with it.
+    b->as.reset();
+    std::shared_ptr<InFlightBatches> tracker = std::move(b->tracker);
+    tracker->Done();
   };
   as.device().Submit(std::move(bio));
 }
