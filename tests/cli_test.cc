@@ -106,6 +106,9 @@ TEST(Cli, EveryUsageErrorExits2AndHelpExits0) {
   ExpectUsageError("frobnicate", "frobnicate");
   ExpectUsageError("wac extra", "extra");
   ExpectUsageError("bench --frobnicate", "frobnicate");
+  // A flag given a huge value: CLI11's std::stoll threw out of the parser
+  // and the program aborted (found by fuzz_wac_options).
+  ExpectUsageError("wac --no-live-check=-777777777777777777777777777", "flag");
   for (const char* help : {"--help", "wac --help", "bench --help", "demo --help"}) {
     CliResult r = RunCli(help);
     EXPECT_EQ(r.exit_code, 0) << help << "\n" << r.err;

@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 
 #include <fmt/format.h>
@@ -30,6 +31,11 @@ int main(int argc, char** argv) {
     std::string help = "stablecache";
     for (const CLI::App* sub : app.get_subcommands()) help += " " + sub->get_name();
     fmt::print(stderr, "stablecache: {} (see {} --help)\n", e.what(), help);
+    return 2;
+  } catch (const std::logic_error& e) {
+    // CLI11 converts a flag's value (--no-live-check=N) with std::stoll,
+    // which throws out_of_range or invalid_argument: still a usage error.
+    fmt::print(stderr, "stablecache: a flag was given a value it cannot take ({}); see stablecache --help\n", e.what());
     return 2;
   }
   return exit_code;

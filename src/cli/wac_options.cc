@@ -72,6 +72,10 @@ Result<WacOptions> ParseWacOptions(const std::vector<std::string>& args) {
     return WacOptions{.help = true};
   } catch (const CLI::ParseError& e) {
     return Err(Status::InvalidArgument(e.what()));
+  } catch (const std::logic_error& e) {
+    // CLI11 converts a flag's value (--no-live-check=N) with std::stoll,
+    // which throws out_of_range or invalid_argument (found by fuzz_wac_options).
+    return Err(Status::InvalidArgument(fmt::format("a flag was given a value it cannot take: {}", e.what())));
   }
   return ValidateWacArgs(a);
 }

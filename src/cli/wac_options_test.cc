@@ -71,3 +71,18 @@ TEST(WacOptions, HelpIsNotAnError) {
 
 }  // namespace
 }  // namespace stablecache::cli
+
+namespace stablecache::cli {
+namespace {
+
+// Found by fuzz_wac_options: CLI11 converts a flag's value with std::stoll,
+// whose out_of_range escaped the parser and aborted the program.
+TEST(WacOptions, AFlagGivenAHugeValueIsAUsageError) {
+  auto o = ParseWacOptions({"--no-live-check=-777777777777777777777777777"});
+  ASSERT_FALSE(o);
+  EXPECT_EQ(o.error().code(), Code::kInvalidArgument);
+  EXPECT_NE(o.error().message().find("flag"), std::string::npos) << o.error().message();
+}
+
+}  // namespace
+}  // namespace stablecache::cli
