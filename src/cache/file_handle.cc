@@ -19,15 +19,22 @@ FileHandle::FileHandle(std::shared_ptr<CacheImpl> cache, std::shared_ptr<Address
 // handle opened on the device hears of the error and can retry the Sync.
 FileHandle::~FileHandle() {
   if (closing_.exchange(true)) return;
+  DrainOps();
   (void)WriteBackAll();
   closed_.store(true, std::memory_order_release);
   (void)cache_->CloseSpace(as_, /*keep_dirty=*/false);
 }
 
 Status FileHandle::CheckOpen(const char* op) const {
-  if (closed_.load(std::memory_order_acquire))
+  // closing_ rather than closed_: an operation that starts once Close has
+  // begun would race the release of the space.
+  if (closing_.load())
     return Status::Closed(fmt::format("{} on a closed file ({})", op, as_->device().Info().name));
   return Status::Ok();
+}
+
+void FileHandle::DrainOps() const {
+  for (uint64_t n; (n = active_ops_.load()) != 0;) active_ops_.wait(n);
 }
 
 Status FileHandle::CheckRange(const char* op, uint64_t offset, uint64_t len) const {
@@ -38,6 +45,7 @@ Status FileHandle::CheckRange(const char* op, uint64_t offset, uint64_t len) con
 }
 
 Result<size_t> FileHandle::Read(uint64_t offset, std::span<std::byte> buf) {
+  OpGuard guard(*this);
   if (Status st = CheckRange("read", offset, buf.size()); !st.ok()) return Err(st);
   AddressSpace& as = *as_;
   PagePool& pool = as.pool();
@@ -62,6 +70,7 @@ Result<size_t> FileHandle::Read(uint64_t offset, std::span<std::byte> buf) {
 }
 
 Status FileHandle::ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub) {
+  OpGuard guard(*this);
   SC_RETURN_IF_ERROR(CheckRange("read from device", offset, out.size()));
   if (offset % kFrameSize != 0 || out.size() % kFrameSize != 0)
     return Status::InvalidArgument(
@@ -98,6 +107,7 @@ Status FileHandle::ReadBypassingCache(uint64_t offset, std::span<std::byte> out,
 }
 
 Result<size_t> FileHandle::Write(uint64_t offset, std::span<const std::byte> data) {
+  OpGuard guard(*this);
   if (Status st = CheckRange("write", offset, data.size()); !st.ok()) return Err(st);
   if (data.empty()) return 0;
   AddressSpace& as = *as_;
@@ -149,6 +159,7 @@ Status FileHandle::WriteBackAll() {
 }
 
 Status FileHandle::Sync() {
+  OpGuard guard(*this);
   SC_RETURN_IF_ERROR(CheckOpen("sync"));
   Status st = WriteBackAll();
   st.Update(ReportErrors());
@@ -156,6 +167,7 @@ Status FileHandle::Sync() {
 }
 
 Status FileHandle::SyncRange(uint64_t offset, uint64_t len, unsigned flags) {
+  OpGuard guard(*this);
   SC_RETURN_IF_ERROR(CheckRange("sync_range", offset, len));
   if (flags & ~unsigned{kSyncWaitBefore | kSyncWrite | kSyncWaitAfter})
     return Status::InvalidArgument(fmt::format("sync_range: unknown flags {:#x}", flags));
@@ -172,6 +184,7 @@ Status FileHandle::SyncRange(uint64_t offset, uint64_t len, unsigned flags) {
 }
 
 Status FileHandle::Truncate(uint64_t size) {
+  OpGuard guard(*this);
   SC_RETURN_IF_ERROR(CheckOpen("truncate"));
   AddressSpace& as = *as_;
   uint64_t limit = as.device_pages() << 12;
@@ -185,6 +198,7 @@ Status FileHandle::Truncate(uint64_t size) {
 }
 
 Result<uint64_t> FileHandle::Size() const {
+  OpGuard guard(*this);
   if (Status st = CheckOpen("size"); !st.ok()) return Err(st);
   return as_->size();
 }
@@ -192,7 +206,9 @@ Result<uint64_t> FileHandle::Size() const {
 Status FileHandle::Close() {
   if (closing_.exchange(true))
     return Status::Closed(fmt::format("close of an already closed file ({})", as_->device().Info().name));
-  Status st = Sync();
+  DrainOps();  // operations already running finish first; Sync covers them
+  Status st = WriteBackAll();
+  st.Update(ReportErrors());
   closed_.store(true, std::memory_order_release);
   // When the Sync failed, the space keeps its dirty pages (and its error)
   // for the flusher to retry and for the next handle to hear of.

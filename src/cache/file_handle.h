@@ -27,6 +27,22 @@ class FileHandle final : public File {
   Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub) override;
 
  private:
+  // Every operation holds an OpGuard while it runs; Close (and the
+  // destructor) refuses new operations, then waits for the running ones,
+  // so nothing still running can dirty a space Close has released.
+  class OpGuard {
+   public:
+    explicit OpGuard(const FileHandle& h) : h_(h) { h_.active_ops_.fetch_add(1); }
+    ~OpGuard() {
+      if (h_.active_ops_.fetch_sub(1) == 1 && h_.closing_.load()) h_.active_ops_.notify_all();
+    }
+    OpGuard(const OpGuard&) = delete;
+    OpGuard& operator=(const OpGuard&) = delete;
+
+   private:
+    const FileHandle& h_;
+  };
+  void DrainOps() const;
   Status CheckOpen(const char* op) const;
   Status CheckRange(const char* op, uint64_t offset, uint64_t len) const;
   Status ReportErrors();
@@ -38,6 +54,7 @@ class FileHandle final : public File {
   std::shared_ptr<AddressSpace> as_;
   std::atomic<bool> closing_{false};
   std::atomic<bool> closed_{false};
+  mutable std::atomic<uint64_t> active_ops_{0};
   std::atomic<uint32_t> errseq_since_;
 };
 
