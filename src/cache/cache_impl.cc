@@ -101,14 +101,10 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
 }
 
 namespace {
-// A space no handle holds must stay while it still holds data or news for
-// the next handle: dirty pages (a failed writeback re-dirtied them), holes
-// not yet written, or an error nobody has reported.
-bool MustKeep(AddressSpace& as) {
-  return as.dirty_count() != 0 || as.holes_exposed().load() || as.errseq().HasUnseen();
-}
-
-// Whether a space no handle holds can go now, without waiting. The order
+// Whether a space no handle holds can go now, without waiting: it must stay
+// while it still holds data or news for the next handle (dirty pages a
+// failed writeback re-dirtied, holes not yet written, an error nobody has
+// reported) or has writes in flight. The order
 // matters: a page is dirty or in flight at every instant, and a write that
 // fails records its error before it re-dirties the page and before it
 // leaves the in-flight map. So: nothing dirty, then nothing in flight
@@ -131,7 +127,7 @@ Status CacheImpl::CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_
   {
     std::lock_guard lk(spaces_mu_);
     if (as->open_handles().load() != 0) return Status::Ok();  // opened again meanwhile
-    if (keep_dirty || MustKeep(*as)) return Status::Ok();
+    if (keep_dirty || !IdleNow(*as)) return Status::Ok();  // the flusher releases it later
     auto it = spaces_.find(&as->device());
     if (it == spaces_.end() || it->second != as) return Status::Ok();
     spaces_.erase(it);
