@@ -321,35 +321,38 @@ TEST(AcknowledgedData, AFailedTruncateChangesNothing) {
 
 // Defect 9: of two concurrent integrity flushes, the second found no dirty
 // tag blocks and completed while the first one's tag write was in flight.
+// Tags are now written ahead of data in a group commit: a flush that
+// arrives while a commit's tag write is in flight must wait for the next
+// commit, and the write completes only after its tags and its data.
 TEST(AcknowledgedData, AnIntegrityFlushWaitsForTagWritesAlreadyUnderWay) {
   auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20, .late_copy = true, .manual_release = true});
+  mem->HoldOnly(0, 0);
   auto integ = *IntegrityDevice::Create(mem, {});
+  mem->HoldOnly(0, UINT64_MAX);
   auto data = Pattern(kPage, 9);
-  std::atomic<bool> wrote{false};
-  {
-    auto w = Bio::Make(BioOp::kWrite, 0, Stability::kStable);
-    w->AddSegment(data.data(), kPage);
-    w->on_complete = [&](BioPtr, Status) { wrote = true; };
-    integ->Submit(std::move(w));
-  }
-  mem->ReleaseWrites(1);
-  while (!wrote.load()) std::this_thread::sleep_for(1ms);
   std::atomic<int> done{0};
-  auto flush = [&] {
-    auto f = Bio::Make(BioOp::kFlush, 0, Stability::kStable);
-    f->on_complete = [&](BioPtr, Status st) {
+  auto submit = [&](BioOp op) {
+    auto b = Bio::Make(op, 0, Stability::kStable);
+    if (op == BioOp::kWrite) b->AddSegment(data.data(), kPage);
+    b->on_complete = [&](BioPtr, Status st) {
       EXPECT_TRUE(st.ok()) << st.ToString();
       done++;
     };
-    integ->Submit(std::move(f));
+    integ->Submit(std::move(b));
   };
-  flush();  // its tag write is held by the device
-  mem->WaitForPendingWrites(1);
-  flush();
+  submit(BioOp::kWrite);
+  mem->WaitForPendingWrites(1);  // the commit's tag write is held by the device
+  submit(BioOp::kFlush);
   std::this_thread::sleep_for(50ms);
-  EXPECT_EQ(done.load(), 0) << "a flush completed while a tag write it covers was still in flight";
-  mem->ReleaseWrites();
-  while (done.load() < 2) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(done.load(), 0) << "a write or flush completed while the tag write it needs was still in flight";
+  for (auto until = std::chrono::steady_clock::now() + 10s; done.load() < 2 && std::chrono::steady_clock::now() < until;) {
+    mem->ReleaseWrites();
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(done.load(), 2);
+  std::vector<std::byte> back(kPage);
+  ASSERT_TRUE(ReadSync(*integ, 0, back.data(), kPage).ok());
+  EXPECT_EQ(back, data);
 }
 
 // Defect 10: mirror repair worked per request: one bad block on each leg
@@ -362,8 +365,8 @@ TEST(AcknowledgedData, MirrorReadsAndRepairsEveryBlockSomeLegHolds) {
   auto data = Pattern(16 * kPage, 10);
   ASSERT_TRUE(WriteSync(*mirror, 0, data.data(), static_cast<uint32_t>(data.size())).ok());
   std::vector<std::byte> rot(kPage, std::byte{0x77});
-  mb->WriteRaw(10 * kPage, rot.data(), kPage);
-  ma->WriteRaw(12 * kPage, rot.data(), kPage);
+  mb->WriteRaw(static_cast<IntegrityDevice&>(*lb).LowerOffset(10), rot.data(), kPage);
+  ma->WriteRaw(static_cast<IntegrityDevice&>(*la).LowerOffset(12), rot.data(), kPage);
   ScrubReport before;
   ASSERT_TRUE(mirror->Scrub(before).ok());
   EXPECT_EQ(before.unreadable, 0u) << "every block has a readable copy";

@@ -49,7 +49,9 @@ struct Rig {
 Rig MakeRig(StablePolicy policy) {
   Rig r;
   r.mem = *MemoryDevice::Create({.size_bytes = 4 << 20, .late_copy = true, .manual_release = true});
+  r.mem->HoldOnly(0, 0);  // format and tag writes go through; data writes are held
   r.integrity = *IntegrityDevice::Create(r.mem, {});
+  r.mem->HoldOnly(r.integrity->LowerOffset(0), UINT64_MAX);
   r.verify = std::make_shared<VerifyDevice>(r.integrity);
   auto d = OpenDriven(policy, r.verify);
   r.cache = std::move(d.cache);
@@ -225,7 +227,9 @@ TEST(BounceOnce, AnUnstableBufferScribbledDuringTheWriteStillLandsIntact) {
   // flight. Integrity bounced it at submission, so the medium gets the
   // submitted bytes and the tags match.
   auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20, .late_copy = true, .manual_release = true});
+  mem->HoldOnly(0, 0);
   auto integ = *IntegrityDevice::Create(mem, {});
+  mem->HoldOnly(integ->LowerOffset(0), UINT64_MAX);
   auto buf = Pattern(4096, 4);
   const auto original = buf;
   std::atomic<bool> done{false};
@@ -256,8 +260,8 @@ TEST(Integrity, TagsSurviveAFlushAndAReopen) {
   }
   // Corrupt one byte on the medium behind the layer's back.
   std::byte evil{0xff};
-  mem->WriteRaw(8192 + 17, &evil, 1);
   auto again = *IntegrityDevice::Create(mem, {.guard = GuardType::kCrc32c});
+  mem->WriteRaw(again->LowerOffset(2) + 17, &evil, 1);
   std::vector<std::byte> back(4096);
   EXPECT_TRUE(ReadSync(*again, 4096, back.data(), 4096).ok());
   Status st = ReadSync(*again, 8192, back.data(), 4096);

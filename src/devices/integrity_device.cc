@@ -2,76 +2,45 @@
 
 #include <isa-l/crc.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
 #include <fmt/format.h>
 
+#include "block/aligned_buffer.h"
+#include "block/bio_join.h"
 #include "block/bounce.h"
 
 namespace stablecache {
 
 namespace {
 constexpr uint64_t kBlock = 4096;
-}
+constexpr char kMagic[] = "SCINTEG1";
+constexpr char kTagMagic[] = "SCTAGS01";
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kTagHeader = 32;
+constexpr size_t kEntryBytes = 16;
+constexpr uint64_t kIoChunk = 1 << 20;  // format and load in 1 MiB pieces
+static_assert(kTagHeader + IntegrityDevice::kEntriesPerTagBlock * kEntryBytes == kBlock);
 
-Result<std::shared_ptr<IntegrityDevice>> IntegrityDevice::Create(std::shared_ptr<BlockDevice> lower,
-                                                                 const IntegrityOptions& opts) {
-  uint64_t blocks = lower->Info().size_bytes / kBlock;
-  // data + ceil(data / 512) tag blocks must fit.
-  uint64_t data = blocks * kTagsPerBlock / (kTagsPerBlock + 1);
-  while (data > 0 && data + (data + kTagsPerBlock - 1) / kTagsPerBlock > blocks) data--;
-  if (data == 0)
-    return Err(Status::NoSpace(fmt::format("integrity: device '{}' ({} bytes) has no room for data and tags",
-                                           lower->Info().name, lower->Info().size_bytes)));
-  std::shared_ptr<IntegrityDevice> dev(new IntegrityDevice(std::move(lower), opts, data));
-  if (Status st = dev->LoadTags(); !st.ok()) return Err(st);
-  return dev;
-}
+// An entry's count: how many contents the medium may hold for the block.
+constexpr uint8_t kNeverWritten = 0;  // must read as zeros
+constexpr uint8_t kLost = 3;          // its tag block was corrupt: nothing is accepted
 
-IntegrityDevice::IntegrityDevice(std::shared_ptr<BlockDevice> lower, const IntegrityOptions& opts,
-                                 uint64_t data_blocks)
-    : StackedDevice(std::move(lower), opts.guard == GuardType::kCrc32c ? "integrity(crc32c)" : "integrity(crc16)",
-                    opts.required),
-      opts_(opts),
-      data_blocks_(data_blocks),
-      tag_offset_(data_blocks * kBlock),
-      tags_(data_blocks, Tag{0, 0}) {
-  info_.size_bytes = data_blocks * kBlock;
-  info_.logical_block_size = kBlock;
-}
+// Record payload offsets (doc/integrity_format.md).
+constexpr size_t kPGuard = 0, kPEntries = 4, kPDataBlocks = 8, kPTagStart = 16, kPTagBlocks = 24, kPDataStart = 32,
+                 kPLowerBytes = 40;
 
-uint32_t IntegrityDevice::Guard(const std::byte* block) const {
-  auto* p = reinterpret_cast<const unsigned char*>(block);
-  if (opts_.guard == GuardType::kCrc32c) return crc32_iscsi(const_cast<unsigned char*>(p), kBlock, 0xffffffff);
-  return crc16_t10dif(0, p, kBlock);
-}
+const std::byte kZeroBlock[kBlock] = {};
 
-Status IntegrityDevice::LoadTags() {
-  uint64_t tag_blocks = (data_blocks_ + kTagsPerBlock - 1) / kTagsPerBlock;
-  std::vector<Tag> buf(tag_blocks * kTagsPerBlock);
-  SC_RETURN_IF_ERROR(ReadSync(*lower_, tag_offset_, buf.data(), static_cast<uint32_t>(tag_blocks * kBlock)));
-  std::lock_guard lk(mu_);
-  std::copy(buf.begin(), buf.begin() + data_blocks_, tags_.begin());
-  return Status::Ok();
-}
+bool IsZero(const std::byte* p) { return std::memcmp(p, kZeroBlock, kBlock) == 0; }
 
-void IntegrityDevice::Submit(BioPtr bio) {
-  if (!AdmitBio(*this, bio, counters_)) return;
-  StabilizeBio(*bio, opts_.required, counters_.bytes_bounced);
-  switch (bio->op) {
-    case BioOp::kWrite: return SubmitWrite(std::move(bio));
-    case BioOp::kRead: return SubmitRead(std::move(bio));
-    case BioOp::kFlush: return SubmitFlush(std::move(bio));
-  }
-}
-
-// Calls fn(block number, block bytes) for each 4 KiB block of the payload.
-// Segments may split a block; those blocks are gathered into scratch.
+// Calls fn(block number, block bytes) for each 4 KiB block of the payload,
+// numbering from `first`. Segments may split a block; those are gathered.
 template <typename Fn>
-static void ForEachBlock(const Bio& bio, Fn fn) {
-  std::vector<std::byte> scratch;
-  uint64_t block = bio.offset / kBlock;
+void ForEachBlock(const Bio& bio, uint64_t first, Fn fn) {
+  uint64_t block = first;
   std::byte tmp[kBlock];
   uint32_t fill = 0;
   for (const auto& s : bio.segments) {
@@ -93,121 +62,526 @@ static void ForEachBlock(const Bio& bio, Fn fn) {
     }
   }
 }
+}  // namespace
 
-void IntegrityDevice::SubmitWrite(BioPtr bio) {
-  std::vector<std::pair<uint64_t, uint32_t>> fresh;
-  ForEachBlock(*bio, [&](uint64_t b, const std::byte* data) { fresh.emplace_back(b, Guard(data)); });
-  {
-    std::lock_guard lk(mu_);
-    for (auto [b, g] : fresh) {
-      tags_[b] = Tag{g, static_cast<uint32_t>(b + 1)};
-      dirty_tag_blocks_.insert(b / kTagsPerBlock);
+const char* GuardName(GuardType g) { return g == GuardType::kCrc32c ? "crc32c" : "crc16"; }
+
+// Per data block, in memory. guard/count mirror the on-disk entry: the
+// contents the medium may hold for the block after a crash.
+struct IntegrityDevice::BlockState {
+  enum Phase : uint8_t {
+    kIdle,       // the medium holds the entry's one content (or zeros, or it is lost)
+    kTagging,    // its write waits for the commit that records its new tag
+    kWriting,    // its data is on the way down
+    kWritten,    // its data landed; durable once a flush submitted after done_at completes
+    kFailed,     // its write failed: old or new may be on the medium
+    kResolving,  // being read back to learn which
+  };
+  uint32_t guard[2] = {0, 0};
+  uint8_t count = kNeverWritten;
+  uint8_t phase = kIdle;
+  uint64_t done_at = 0;  // flushes_submitted_ when the write completed
+};
+
+struct IntegrityDevice::PendingWrite {
+  BioPtr bio;
+  uint64_t first = 0, count = 0;   // data blocks
+  std::vector<uint32_t> guards;    // new guard per block
+  std::vector<BlockState> before;  // the blocks' states when admitted (to undo)
+};
+
+struct IntegrityDevice::Commit {
+  std::vector<std::unique_ptr<PendingWrite>> writes;
+  std::vector<BioPtr> flushes;
+  std::vector<uint64_t> tag_blocks;
+  uint64_t flush_seq = 0;
+};
+
+Result<std::shared_ptr<IntegrityDevice>> IntegrityDevice::Create(std::shared_ptr<BlockDevice> lower,
+                                                                 const IntegrityOptions& opts) {
+  if (kBlock % lower->Info().logical_block_size != 0)
+    return Err(Status::InvalidArgument(fmt::format("integrity: device '{}' has {}-byte blocks; 4096 must be a multiple",
+                                                   lower->Info().name, lower->Info().logical_block_size)));
+  std::shared_ptr<IntegrityDevice> dev(new IntegrityDevice(std::move(lower), opts));
+  if (Status st = dev->OpenOrFormat(opts); !st.ok()) return Err(st);
+  return dev;
+}
+
+IntegrityDevice::IntegrityDevice(std::shared_ptr<BlockDevice> lower, const IntegrityOptions& opts)
+    : StackedDevice(std::move(lower), "integrity", opts.required), opts_(opts) {}
+
+IntegrityDevice::~IntegrityDevice() = default;
+
+uint32_t IntegrityDevice::Guard(uint64_t block, const std::byte* data) const {
+  auto* p = reinterpret_cast<unsigned char*>(const_cast<std::byte*>(data));
+  if (guard_ == GuardType::kCrc32c) return crc32_iscsi(p, kBlock, ~static_cast<uint32_t>(block));
+  return crc16_t10dif(static_cast<uint16_t>(block), p, kBlock);
+}
+
+// ---- the medium: record and tag table --------------------------------------
+
+Status IntegrityDevice::OpenOrFormat(const IntegrityOptions& opts) {
+  const std::string below = lower_->Info().name;
+  const uint64_t lower_bytes = lower_->Info().size_bytes / kBlock * kBlock;
+  if (lower_bytes < 3 * kBlock)
+    return Status::NoSpace(fmt::format("integrity: device '{}' ({} bytes) has no room for a record, tags and data",
+                                       below, lower_->Info().size_bytes));
+  auto rec = ReadRecordSlots(*lower_, 0, kMagic);
+  if (!rec) return rec.error().WithContext("integrity");
+  switch (rec->state) {
+    case RecordState::kBlank:
+      guard_ = opts.guard.value_or(GuardType::kCrc16T10Dif);
+      SC_RETURN_IF_ERROR(Format());
+      formatted_now_ = true;
+      break;
+    case RecordState::kForeign:
+      return Status::InvalidArgument(fmt::format(
+          "integrity: '{}' holds a {} superblock, not an integrity one: the spec disagrees with the medium", below,
+          rec->found_layer));
+    case RecordState::kCorrupt:
+      return Status::InvalidArgument(
+          fmt::format("integrity: '{}' is neither blank nor an integrity volume ({}); refusing to format over it",
+                      below, rec->why));
+    case RecordState::kValid: {
+      const MetadataRecord& r = rec->record;
+      if (r.version != kFormatVersion)
+        return Status::NotSupported(fmt::format("integrity: '{}' has format version {}; this build reads version {}",
+                                                below, r.version, kFormatVersion));
+      uint32_t g = r.Get<uint32_t>(kPGuard);
+      if (g != static_cast<uint32_t>(GuardType::kCrc16T10Dif) && g != static_cast<uint32_t>(GuardType::kCrc32c))
+        return Status::InvalidArgument(fmt::format("integrity: '{}' records unknown guard type {}", below, g));
+      guard_ = static_cast<GuardType>(g);
+      if (opts.guard && *opts.guard != guard_)
+        return Status::InvalidArgument(fmt::format(
+            "integrity: the spec says guard={} but the volume on '{}' was formatted with guard={}", GuardName(*opts.guard),
+            below, GuardName(guard_)));
+      uuid_ = r.uuid;
+      geo_.guard = guard_;
+      geo_.data_blocks = r.Get<uint64_t>(kPDataBlocks);
+      geo_.tag_start = r.Get<uint64_t>(kPTagStart);
+      geo_.tag_blocks = r.Get<uint64_t>(kPTagBlocks);
+      geo_.data_start = r.Get<uint64_t>(kPDataStart);
+      geo_.lower_bytes = r.Get<uint64_t>(kPLowerBytes);
+      if (r.Get<uint32_t>(kPEntries) != kEntriesPerTagBlock || geo_.tag_start != 2 || geo_.data_blocks == 0 ||
+          geo_.tag_blocks != (geo_.data_blocks + kEntriesPerTagBlock - 1) / kEntriesPerTagBlock ||
+          geo_.data_start != geo_.tag_start + geo_.tag_blocks ||
+          (geo_.data_start + geo_.data_blocks) * kBlock > geo_.lower_bytes)
+        return Status::InvalidArgument(fmt::format("integrity: the record on '{}' has an impossible geometry", below));
+      if (lower_bytes < geo_.lower_bytes)
+        return Status::InvalidArgument(fmt::format(
+            "integrity: '{}' is {} bytes but the volume was formatted on {} bytes: the device below shrank", below,
+            lower_bytes, geo_.lower_bytes));
+      if (lower_bytes > geo_.lower_bytes)
+        return Status::InvalidArgument(fmt::format(
+            "integrity: '{}' is {} bytes but the volume was formatted on {} bytes; format v1 cannot grow (its tag "
+            "table would have to move): open it at its formatted size",
+            below, lower_bytes, geo_.lower_bytes));
+      break;
     }
   }
-  lower_->Submit(std::move(bio));
+  info_.name = fmt::format("integrity({})", GuardName(guard_));
+  info_.size_bytes = geo_.data_blocks * kBlock;
+  info_.logical_block_size = kBlock;
+  blocks_.assign(geo_.data_blocks, BlockState{});
+  if (formatted_now_) return Status::Ok();
+  return LoadTags();
+}
+
+Status IntegrityDevice::Format() {
+  const uint64_t lower_blocks = lower_->Info().size_bytes / kBlock;
+  // 2 record blocks + T tag blocks + D data blocks, T = ceil(D / 254).
+  uint64_t data = lower_blocks > 2 ? (lower_blocks - 2) * kEntriesPerTagBlock / (kEntriesPerTagBlock + 1) : 0;
+  while (data > 0 && 2 + data + (data + kEntriesPerTagBlock - 1) / kEntriesPerTagBlock > lower_blocks) data--;
+  if (data == 0)
+    return Status::NoSpace(fmt::format("integrity: device '{}' ({} bytes) has no room for a record, tags and data",
+                                       lower_->Info().name, lower_->Info().size_bytes));
+  geo_.guard = guard_;
+  geo_.data_blocks = data;
+  geo_.tag_start = 2;
+  geo_.tag_blocks = (data + kEntriesPerTagBlock - 1) / kEntriesPerTagBlock;
+  geo_.data_start = geo_.tag_start + geo_.tag_blocks;
+  geo_.lower_bytes = lower_blocks * kBlock;
+  uuid_ = Uuid::Random();
+  // Zero the tag table (a blank tag block means "never written"), make it
+  // durable, then write the record: a crash before the record lands
+  // leaves a blank device that the next open formats again.
+  auto zeros = AllocAligned(kIoChunk);
+  std::memset(zeros.get(), 0, kIoChunk);
+  for (uint64_t b = geo_.tag_start; b < geo_.data_start; b += kIoChunk / kBlock) {
+    uint64_t n = std::min<uint64_t>(kIoChunk / kBlock, geo_.data_start - b);
+    SC_RETURN_IF_ERROR(WriteSync(*lower_, b * kBlock, zeros.get(), static_cast<uint32_t>(n * kBlock))
+                           .WithContext("integrity: zeroing the tag table"));
+  }
+  SC_RETURN_IF_ERROR(FlushSync(*lower_).WithContext("integrity: format"));
+  MetadataRecord r;
+  r.magic = kMagic;
+  r.version = kFormatVersion;
+  r.generation = 1;
+  r.uuid = uuid_;
+  r.Put<uint32_t>(kPGuard, static_cast<uint32_t>(guard_));
+  r.Put<uint32_t>(kPEntries, kEntriesPerTagBlock);
+  r.Put<uint64_t>(kPDataBlocks, geo_.data_blocks);
+  r.Put<uint64_t>(kPTagStart, geo_.tag_start);
+  r.Put<uint64_t>(kPTagBlocks, geo_.tag_blocks);
+  r.Put<uint64_t>(kPDataStart, geo_.data_start);
+  r.Put<uint64_t>(kPLowerBytes, geo_.lower_bytes);
+  return WriteRecordSlot(*lower_, 0, r).WithContext("integrity: format");
+}
+
+std::vector<std::byte> IntegrityDevice::EncodeTagBlock(uint64_t tb) const {
+  std::vector<std::byte> out(kBlock);
+  std::memcpy(out.data(), kTagMagic, 8);
+  std::memcpy(out.data() + 8, &tb, 8);
+  std::memcpy(out.data() + 16, uuid_.bytes.data(), 8);
+  const uint64_t first = tb * kEntriesPerTagBlock;
+  const uint64_t n = std::min<uint64_t>(kEntriesPerTagBlock, geo_.data_blocks - first);
+  for (uint64_t i = 0; i < n; i++) {
+    const BlockState& s = blocks_[first + i];
+    uint32_t e[4] = {s.guard[0], s.guard[1], s.count, 0};
+    std::memcpy(out.data() + kTagHeader + i * kEntryBytes, e, kEntryBytes);
+  }
+  uint32_t crc = crc32_iscsi(reinterpret_cast<unsigned char*>(out.data()), kBlock, 0xffffffff);
+  std::memcpy(out.data() + 24, &crc, 4);
+  return out;
+}
+
+Status IntegrityDevice::LoadTags() {
+  auto buf = AllocAligned(kIoChunk);
+  for (uint64_t tb0 = 0; tb0 < geo_.tag_blocks; tb0 += kIoChunk / kBlock) {
+    const uint64_t n = std::min<uint64_t>(kIoChunk / kBlock, geo_.tag_blocks - tb0);
+    SC_RETURN_IF_ERROR(ReadSync(*lower_, (geo_.tag_start + tb0) * kBlock, buf.get(), static_cast<uint32_t>(n * kBlock))
+                           .WithContext("integrity: loading the tag table"));
+    for (uint64_t i = 0; i < n; i++) {
+      const uint64_t tb = tb0 + i;
+      std::byte* p = buf.get() + i * kBlock;
+      if (IsZero(p)) continue;  // never written: every entry kNeverWritten
+      uint64_t index = 0;
+      uint32_t crc = 0;
+      std::memcpy(&index, p + 8, 8);
+      std::memcpy(&crc, p + 24, 4);
+      std::memset(p + 24, 0, 4);
+      bool ok = std::memcmp(p, kTagMagic, 8) == 0 && index == tb && std::memcmp(p + 16, uuid_.bytes.data(), 8) == 0 &&
+                crc == crc32_iscsi(reinterpret_cast<unsigned char*>(p), kBlock, 0xffffffff);
+      const uint64_t first = tb * kEntriesPerTagBlock;
+      const uint64_t entries = std::min<uint64_t>(kEntriesPerTagBlock, geo_.data_blocks - first);
+      for (uint64_t e = 0; e < entries; e++) {
+        BlockState& s = blocks_[first + e];
+        if (!ok) {
+          s.count = kLost;
+          continue;
+        }
+        uint32_t v[4];
+        std::memcpy(v, p + kTagHeader + e * kEntryBytes, kEntryBytes);
+        s.guard[0] = v[0];
+        s.guard[1] = v[1];
+        s.count = v[2] <= 2 ? static_cast<uint8_t>(v[2]) : kLost;
+        // Two contents on record: the write that put them there may or may
+        // not have landed before the crash; learn which before the block is
+        // written again (a read back, after a flush: the open's own flush).
+        if (s.count == 2) {
+          s.phase = BlockState::kFailed;
+          s.done_at = 0;
+          unsettled_.insert(first + e);
+        }
+      }
+    }
+  }
+  // Everything below is durable from here on: the first flush settles the
+  // blocks left with two contents.
+  SC_RETURN_IF_ERROR(FlushSync(*lower_).WithContext("integrity: open"));
+  flushes_submitted_ = flushed_upto_ = 1;
+  return Status::Ok();
+}
+
+// ---- I/O --------------------------------------------------------------------
+
+void IntegrityDevice::Submit(BioPtr bio) {
+  if (!AdmitBio(*this, bio, counters_)) return;
+  StabilizeBio(*bio, opts_.required, counters_.bytes_bounced);
+  switch (bio->op) {
+    case BioOp::kWrite: return SubmitWrite(std::move(bio));
+    case BioOp::kRead: return SubmitRead(std::move(bio));
+    case BioOp::kFlush: return SubmitFlush(std::move(bio));
+  }
+}
+
+Status IntegrityDevice::CheckBlock(uint64_t block, uint32_t guard, bool zero) const {
+  const BlockState& s = blocks_[block];
+  switch (s.count) {
+    case kNeverWritten:
+      if (zero) return Status::Ok();
+      return Status::IntegrityError(fmt::format(
+          "{}: block {} (offset {}) was never written through this layer but does not read as zeros (a lost tag "
+          "write, or a device reused without formatting)",
+          info_.name, block, block * kBlock));
+    case kLost:
+      return Status::IntegrityError(fmt::format(
+          "{}: block {} (offset {}) has no protection information: its tag block {} was corrupt; rewrite the block",
+          info_.name, block, block * kBlock, block / kEntriesPerTagBlock));
+    default:
+      for (uint8_t i = 0; i < s.count; i++)
+        if (s.guard[i] == guard) return Status::Ok();
+      return Status::IntegrityError(
+          fmt::format("{}: block {} (offset {}) fails its protection information: guard {:#x} computed, {} on record",
+                      info_.name, block, block * kBlock, guard,
+                      s.count == 1 ? fmt::format("{:#x}", s.guard[0])
+                                   : fmt::format("{:#x} or {:#x}", s.guard[0], s.guard[1])));
+  }
 }
 
 void IntegrityDevice::SubmitRead(BioPtr bio) {
+  const uint64_t offset = bio->offset;
   Bio::Completion inner = std::move(bio->on_complete);
-  bio->on_complete = [this, inner = std::move(inner)](BioPtr b, Status st) mutable {
+  bio->on_complete = [this, offset, inner = std::move(inner)](BioPtr b, Status st) mutable {
+    b->offset = offset;
     if (st.ok()) {
-      std::lock_guard lk(mu_);
-      ForEachBlock(*b, [&](uint64_t blk, const std::byte* data) {
-        const Tag& t = tags_[blk];
-        if (!st.ok() || t.ref == 0) return;  // never written: nothing to check
-        uint32_t g = Guard(data);
-        if (t.ref != blk + 1 || g != t.guard) {
-          counters_.integrity_errors.fetch_add(1, std::memory_order_relaxed);
-          st = Status::IntegrityError(fmt::format(
-              "{}: block {} (offset {}) fails its protection information: guard {:#x} stored, {:#x} computed",
-              info_.name, blk, blk * kBlock, t.guard, g));
-        }
+      std::vector<std::pair<uint32_t, bool>> seen;  // guard, all zero
+      ForEachBlock(*b, offset / kBlock, [&](uint64_t blk, const std::byte* data) {
+        seen.emplace_back(Guard(blk, data), IsZero(data));
       });
+      std::lock_guard lk(mu_);
+      for (size_t i = 0; i < seen.size() && st.ok(); i++) {
+        st = CheckBlock(offset / kBlock + i, seen[i].first, seen[i].second);
+        if (!st.ok()) counters_.integrity_errors.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     if (inner) inner(std::move(b), std::move(st));
   };
+  bio->offset = geo_.data_start * kBlock + offset;
   lower_->Submit(std::move(bio));
 }
 
-// Flushes run their tag phase one at a time. A flush may complete only
-// once every tag block dirtied before it is on the medium, including tag
-// writes an earlier flush started and has not finished: so a flush that
-// arrives while another one's tag writes are in flight waits for them, and
-// the flushes that queued meanwhile share one tag phase of their own.
-void IntegrityDevice::SubmitFlush(BioPtr flush) {
-  {
-    std::lock_guard lk(mu_);
-    queued_flushes_.push_back(std::move(flush));
-    if (flush_running_) return;
-    flush_running_ = true;
-  }
-  StartTagPhase();
+void IntegrityDevice::SubmitWrite(BioPtr bio) {
+  auto w = std::make_unique<PendingWrite>();
+  w->first = bio->offset / kBlock;
+  w->count = bio->Length() / kBlock;
+  w->guards.reserve(w->count);
+  ForEachBlock(*bio, w->first, [&](uint64_t b, const std::byte* data) { w->guards.push_back(Guard(b, data)); });
+  w->bio = std::move(bio);
+  std::unique_lock lk(mu_);
+  waiting_writes_.push_back(std::move(w));
+  Kick(lk);
 }
 
-void IntegrityDevice::StartTagPhase() {
-  // 1. Take the waiting flushes and snapshot the dirty tag blocks.
-  std::vector<BioPtr> flushes;
-  std::vector<std::pair<uint64_t, std::shared_ptr<std::vector<Tag>>>> writes;
-  {
-    std::lock_guard lk(mu_);
-    flushes.swap(queued_flushes_);
-    for (uint64_t tb : dirty_tag_blocks_) {
-      auto buf = std::make_shared<std::vector<Tag>>(kTagsPerBlock, Tag{0, 0});
-      uint64_t first = tb * kTagsPerBlock;
-      uint64_t n = std::min<uint64_t>(kTagsPerBlock, data_blocks_ - first);
-      std::copy(tags_.begin() + first, tags_.begin() + first + n, buf->begin());
-      writes.emplace_back(tb, std::move(buf));
+void IntegrityDevice::SubmitFlush(BioPtr bio) {
+  std::unique_lock lk(mu_);
+  waiting_flushes_.push_back(std::move(bio));
+  Kick(lk);
+}
+
+// ---- the group commit ---------------------------------------------------------
+
+// Blocks whose write a completed flush has covered hold their new content
+// for good: collapse their entries (written with the next commit).
+void IntegrityDevice::SettleCovered(std::vector<uint64_t>* read_backs) {
+  if (swept_at_ == flushed_upto_) return;  // nothing new is covered
+  swept_at_ = flushed_upto_;
+  for (auto it = unsettled_.begin(); it != unsettled_.end();) {
+    BlockState& s = blocks_[*it];
+    if (flushed_upto_ <= s.done_at) {
+      ++it;
+      continue;
     }
+    if (s.phase == BlockState::kWritten) {
+      s.guard[0] = s.guard[1];
+      s.guard[1] = 0;
+      s.count = 1;
+      s.phase = BlockState::kIdle;
+      dirty_tag_blocks_.insert(*it / kEntriesPerTagBlock);
+    } else if (s.phase == BlockState::kFailed) {
+      s.phase = BlockState::kResolving;
+      read_backs->push_back(*it);
+    }
+    it = unsettled_.erase(it);
+  }
+}
+
+bool IntegrityDevice::Admissible(uint64_t first, uint64_t count, bool* need_flush) {
+  for (uint64_t b = first; b < first + count; b++) {
+    const BlockState& s = blocks_[b];
+    if (s.phase == BlockState::kIdle) continue;
+    // Covered writes were settled by SettleCovered; these need a flush.
+    if (s.phase == BlockState::kWritten || s.phase == BlockState::kFailed) *need_flush = true;
+    return false;
+  }
+  return true;
+}
+
+void IntegrityDevice::Kick(std::unique_lock<std::mutex>& lk) {
+  if (committing_) return;
+  std::vector<uint64_t> read_backs;
+  SettleCovered(&read_backs);
+  auto c = std::make_shared<Commit>();
+  bool need_flush = false;
+  // Admit waiting writes in order; a write overlapping an earlier blocked
+  // one stays behind it, so overlapping writes keep their order.
+  std::vector<std::pair<uint64_t, uint64_t>> blocked;
+  for (auto it = waiting_writes_.begin(); it != waiting_writes_.end();) {
+    PendingWrite& w = **it;
+    bool behind = std::any_of(blocked.begin(), blocked.end(), [&](auto r) {
+      return w.first < r.first + r.second && r.first < w.first + w.count;
+    });
+    if (behind || !Admissible(w.first, w.count, &need_flush)) {
+      blocked.emplace_back(w.first, w.count);
+      ++it;
+      continue;
+    }
+    w.before.assign(blocks_.begin() + w.first, blocks_.begin() + w.first + w.count);
+    for (uint64_t i = 0; i < w.count; i++) {
+      BlockState& s = blocks_[w.first + i];
+      // The entry accepts what the medium holds now and the new content
+      // (only the new one when the old was lost: nothing else is good).
+      uint32_t old = s.count == kNeverWritten ? Guard(w.first + i, kZeroBlock) : s.guard[0];
+      s.guard[0] = s.count == kLost ? w.guards[i] : old;
+      s.guard[1] = w.guards[i];
+      s.count = 2;
+      s.phase = BlockState::kTagging;
+      dirty_tag_blocks_.insert((w.first + i) / kEntriesPerTagBlock);
+    }
+    c->writes.push_back(std::move(*it));
+    it = waiting_writes_.erase(it);
+  }
+  const bool work = !c->writes.empty() || !waiting_flushes_.empty() || need_flush;
+  if (work) {
+    committing_ = true;
+    c->flushes.swap(waiting_flushes_);
+    c->tag_blocks.assign(dirty_tag_blocks_.begin(), dirty_tag_blocks_.end());
     dirty_tag_blocks_.clear();
   }
-  // 2. Write them; 3. once all have landed, flush below for each waiting
-  //    flush and start the next phase if more flushes queued.
-  struct Phase {
-    std::atomic<size_t> left;
-    std::mutex mu;
-    Status status;  // GUARDED_BY(mu)
-    std::vector<BioPtr> flushes;
-  };
-  auto phase = std::make_shared<Phase>();
-  phase->left = writes.size() + 1;
-  phase->flushes = std::move(flushes);
-  // The flushes it completes may hold the last references to this device,
-  // and the loop below still needs it.
-  auto finish_one = [this, phase, self = weak_from_this()](const Status& st) {
-    if (!st.ok()) {
-      std::lock_guard lk(phase->mu);
-      phase->status.Update(st);
-    }
-    if (phase->left.fetch_sub(1) != 1) return;
-    auto keep = self.lock();
-    Status tag_status;
-    {
-      std::lock_guard lk(phase->mu);
-      tag_status = phase->status;
-    }
-    bool again;
-    {
-      std::lock_guard lk(mu_);
-      // The tags did not land: write them all again next time.
-      if (!tag_status.ok())
-        for (uint64_t tb = 0; tb * kTagsPerBlock < data_blocks_; tb++) dirty_tag_blocks_.insert(tb);
-      again = !queued_flushes_.empty();
-      flush_running_ = again;
-    }
-    for (BioPtr& f : phase->flushes) {
-      if (tag_status.ok()) lower_->Submit(std::move(f));
-      else Bio::Complete(std::move(f), tag_status);
-    }
-    if (again) StartTagPhase();
-  };
-  for (auto& [tb, buf] : writes) {
-    auto w = Bio::Make(BioOp::kWrite, tag_offset_ + tb * kBlock, Stability::kStable);
-    w->AddSegment(buf->data(), kBlock);
-    w->keep_alive.push_back(buf);
-    w->on_complete = [finish_one](BioPtr, Status st) { finish_one(st); };
+  std::vector<std::shared_ptr<std::byte>> encoded;
+  for (uint64_t tb : c->tag_blocks) {
+    auto buf = AllocAligned(kBlock);
+    std::vector<std::byte> e = EncodeTagBlock(tb);
+    std::memcpy(buf.get(), e.data(), kBlock);
+    encoded.push_back(std::move(buf));
+  }
+  lk.unlock();
+  for (uint64_t b : read_backs) ReadBack(b);
+  if (!work) {
+    lk.lock();
+    return;
+  }
+  auto self = std::static_pointer_cast<IntegrityDevice>(shared_from_this());
+  auto join = BioJoin::Start(nullptr, [self, c](BioPtr, Status st) { self->TagsWritten(c, std::move(st)); });
+  for (size_t i = 0; i < c->tag_blocks.size(); i++) {
+    auto w = join->Child(BioOp::kWrite, (geo_.tag_start + c->tag_blocks[i]) * kBlock, Stability::kStable);
+    w->AddSegment(encoded[i].get(), kBlock);
+    w->keep_alive.push_back(encoded[i]);
     lower_->Submit(std::move(w));
   }
-  finish_one(Status::Ok());
+  join->Arm();
+  lk.lock();
+}
+
+void IntegrityDevice::TagsWritten(std::shared_ptr<Commit> c, Status st) {
+  if (!st.ok()) return AbortCommit(std::move(c), st.WithContext(fmt::format("{}: writing tags", info_.name)));
+  {
+    std::lock_guard lk(mu_);
+    c->flush_seq = ++flushes_submitted_;
+  }
+  auto f = Bio::Make(BioOp::kFlush, 0, Stability::kStable);
+  f->on_complete = [self = std::static_pointer_cast<IntegrityDevice>(shared_from_this()), c](BioPtr, Status fst) {
+    self->CommitFlushed(c, std::move(fst));
+  };
+  lower_->Submit(std::move(f));
+}
+
+void IntegrityDevice::CommitFlushed(std::shared_ptr<Commit> c, Status st) {
+  if (!st.ok()) return AbortCommit(std::move(c), st.WithContext(fmt::format("{}: flushing tags", info_.name)));
+  auto keep = shared_from_this();  // the bios completed below may hold the last references
+  {
+    std::lock_guard lk(mu_);
+    flushed_upto_ = std::max(flushed_upto_, c->flush_seq);
+    for (auto& w : c->writes)
+      for (uint64_t b = w->first; b < w->first + w->count; b++) blocks_[b].phase = BlockState::kWriting;
+  }
+  for (auto& w : c->writes) SubmitData(std::move(w));
+  for (auto& f : c->flushes) Bio::Complete(std::move(f), Status::Ok());
+  std::unique_lock lk(mu_);
+  committing_ = false;
+  Kick(lk);
+}
+
+// The tags (or their flush) did not land: nothing of the commit's writes
+// went down, so the medium still holds the old contents; the entries on
+// disk are old or new, both of which accept them. Undo the entries, write
+// the tag blocks again next time, fail the writes and flushes.
+void IntegrityDevice::AbortCommit(std::shared_ptr<Commit> c, const Status& st) {
+  auto keep = shared_from_this();
+  counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lk(mu_);
+    for (auto& w : c->writes)
+      for (uint64_t i = 0; i < w->count; i++) blocks_[w->first + i] = w->before[i];
+    dirty_tag_blocks_.insert(c->tag_blocks.begin(), c->tag_blocks.end());
+    for (auto& w : c->writes)
+      for (uint64_t b = w->first; b < w->first + w->count; b++) dirty_tag_blocks_.insert(b / kEntriesPerTagBlock);
+  }
+  for (auto& w : c->writes) {
+    w->bio->offset = w->first * kBlock;
+    Bio::Complete(std::move(w->bio), st);
+  }
+  for (auto& f : c->flushes) Bio::Complete(std::move(f), st);
+  std::unique_lock lk(mu_);
+  committing_ = false;
+  Kick(lk);
+}
+
+void IntegrityDevice::SubmitData(std::unique_ptr<PendingWrite> w) {
+  BioPtr bio = std::move(w->bio);
+  const uint64_t first = w->first, count = w->count;
+  Bio::Completion inner = std::move(bio->on_complete);
+  bio->on_complete = [self = std::static_pointer_cast<IntegrityDevice>(shared_from_this()), first, count,
+                      inner = std::move(inner)](BioPtr b, Status st) mutable {
+    b->offset = first * kBlock;
+    self->DataWritten(first, count, st.ok());
+    if (inner) inner(std::move(b), std::move(st));
+  };
+  bio->offset = (geo_.data_start + first) * kBlock;
+  lower_->Submit(std::move(bio));
+}
+
+void IntegrityDevice::DataWritten(uint64_t first, uint64_t count, bool ok) {
+  if (!ok) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock lk(mu_);
+  for (uint64_t b = first; b < first + count; b++) {
+    BlockState& s = blocks_[b];
+    s.phase = ok ? BlockState::kWritten : BlockState::kFailed;
+    s.done_at = flushes_submitted_;
+    unsettled_.insert(b);
+  }
+  if (!waiting_writes_.empty()) Kick(lk);
+}
+
+// A failed write's block, after a flush: read what the medium holds to
+// learn which of its two contents it is.
+void IntegrityDevice::ReadBack(uint64_t block) {
+  auto buf = AllocAligned(kBlock);
+  auto r = Bio::Make(BioOp::kRead, (geo_.data_start + block) * kBlock, Stability::kStable);
+  r->AddSegment(buf.get(), kBlock);
+  r->on_complete = [self = std::static_pointer_cast<IntegrityDevice>(shared_from_this()), block, buf](BioPtr,
+                                                                                                      Status st) {
+    self->ResolveReadBack(block, buf.get(), st.ok());
+  };
+  lower_->Submit(std::move(r));
+}
+
+void IntegrityDevice::ResolveReadBack(uint64_t block, const std::byte* data, bool ok) {
+  const uint32_t g = ok ? Guard(block, data) : 0;
+  std::unique_lock lk(mu_);
+  BlockState& s = blocks_[block];
+  if (ok && s.count == 2 && (g == s.guard[1] || g == s.guard[0])) {
+    s.guard[0] = g;
+    s.count = 1;
+  } else {
+    // Neither content, or unreadable: the medium is damaged here. Accept
+    // nothing until the block is rewritten.
+    s.count = kLost;
+  }
+  s.guard[1] = 0;
+  s.phase = BlockState::kIdle;
+  dirty_tag_blocks_.insert(block / kEntriesPerTagBlock);
+  Kick(lk);
 }
 
 }  // namespace stablecache

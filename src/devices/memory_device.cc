@@ -57,6 +57,11 @@ void MemoryDevice::CopyWrite(const Bio& bio) {
   }
 }
 
+void MemoryDevice::HoldOnly(uint64_t offset, uint64_t len) {
+  hold_lo_ = offset;
+  hold_hi_ = len > UINT64_MAX - offset ? UINT64_MAX : offset + len;
+}
+
 void MemoryDevice::Submit(BioPtr bio) {
   if (!AdmitBio(*this, bio, counters_)) return;
   switch (bio->op) {
@@ -72,7 +77,7 @@ void MemoryDevice::Submit(BioPtr bio) {
       break;
     }
     case BioOp::kWrite:
-      if (opts_.late_copy) {
+      if (opts_.late_copy && bio->offset < hold_hi_.load() && bio->offset + bio->Length() > hold_lo_.load()) {
         // All under the lock: once the worker completes the bio its owner
         // may destroy the device.
         std::lock_guard lk(mu_);

@@ -46,6 +46,10 @@ class MemoryDevice final : public BlockDevice {
   void WaitForPendingWrites(size_t n);  // blocks until at least n are held
   void ReleaseWrites(size_t n = SIZE_MAX);
   void WaitForPendingAtMost(size_t n);  // blocks until released writes have been copied
+  // In late-copy mode, holds only writes that overlap [offset, offset + len)
+  // (default: every write); the others are copied and completed at once.
+  // E.g. hold a layer's data writes but not its metadata.
+  void HoldOnly(uint64_t offset, uint64_t len);
   // Direct access to the medium, bypassing every layer; each call is atomic
   // with respect to the device's own I/O (rot injected while I/O runs).
   // Like a disk's sector, a read racing a write of the same bytes returns
@@ -74,6 +78,7 @@ class MemoryDevice final : public BlockDevice {
   size_t release_budget_ = 0;  // GUARDED_BY(mu_)
   bool stop_ = false;          // GUARDED_BY(mu_)
   std::atomic<uint32_t> pending_count_{0};
+  std::atomic<uint64_t> hold_lo_{0}, hold_hi_{UINT64_MAX};
   CompletionThread worker_;
 };
 

@@ -116,7 +116,7 @@ TEST(Mirror, AReadRepairsALegThatIntegrityCaughtCorrupt) {
   auto data = Pattern(8192, 3);
   ASSERT_TRUE(WriteSync(*m, 4096, data.data(), data.size()).ok());
   std::byte evil{0x00};
-  mems[1]->WriteRaw(4096 + 7, &evil, 1);  // rot on leg 1, behind its integrity layer
+  mems[1]->WriteRaw(i1->LowerOffset(1) + 7, &evil, 1);  // rot on leg 1, behind its integrity layer
   Status leg_st;
   ReadAll(*i1, 4096, 4096, &leg_st);
   ASSERT_EQ(leg_st.code(), Code::kIntegrityError);
@@ -132,11 +132,12 @@ TEST(Mirror, AReadRepairsALegThatIntegrityCaughtCorrupt) {
 
 TEST(Mirror, EveryLegBadIsAnIntegrityErrorNotData) {
   auto mems = Mems(2);
-  auto m = *MirrorDevice::Create({*IntegrityDevice::Create(mems[0], {}), *IntegrityDevice::Create(mems[1], {})});
+  auto i0 = *IntegrityDevice::Create(mems[0], {});
+  auto m = *MirrorDevice::Create({i0, *IntegrityDevice::Create(mems[1], {})});
   auto data = Pattern(4096, 4);
   ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());
   std::byte evil{0x01};
-  for (auto& mem : mems) mem->WriteRaw(10, &evil, 1);
+  for (auto& mem : mems) mem->WriteRaw(i0->LowerOffset(0) + 10, &evil, 1);  // same geometry on both legs
   Status st;
   ReadAll(*m, 0, 4096, &st);
   EXPECT_EQ(st.code(), Code::kIntegrityError);
@@ -225,7 +226,8 @@ TEST(Parity, ADegradedReadRebuildsFromTheOtherLegsAndRepairs) {
   ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
   auto where = p->DataPlace(5);
   std::byte evil{0x42};
-  mems[where.leg]->WriteRaw(where.offset + 99, &evil, 1);
+  mems[where.leg]->WriteRaw(static_cast<IntegrityDevice&>(*legs[where.leg]).LowerOffset(where.offset / 4096) + 99,
+                           &evil, 1);
   EXPECT_EQ(ReadAll(*p, 0, data.size()), data);
   LayerStats s = Top(*p);
   EXPECT_EQ(s.degraded_reads, 1u);
@@ -246,7 +248,8 @@ TEST(Parity, APartialWriteRebuildsAChunkItCannotRead) {
   ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
   auto rotten = p->DataPlace(1);
   std::byte evil{0x66};
-  mems[rotten.leg]->WriteRaw(rotten.offset + 5, &evil, 1);
+  mems[rotten.leg]->WriteRaw(static_cast<IntegrityDevice&>(*legs[rotten.leg]).LowerOffset(rotten.offset / 4096) + 5,
+                             &evil, 1);
   // Rewriting block 0 needs block 1 to compute parity: rebuilt, written back.
   auto fresh = Pattern(4096, 13);
   ASSERT_TRUE(WriteSync(*p, 0, fresh.data(), 4096).ok());
