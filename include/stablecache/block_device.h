@@ -43,6 +43,8 @@ struct LayerStats {
   uint64_t degraded_reads = 0;       // mirror/parity: reads served despite a failed leg
   uint64_t mirror_divergence = 0;    // mirror: diverged blocks found by Scrub
   uint64_t parity_mismatch = 0;      // parity: mismatched stripes found by Scrub
+  uint64_t metadata_writes = 0;      // blocks of this layer's own metadata written (integrity tags, records)
+  uint64_t metadata_flushes = 0;     // flushes this layer issued for its own ordering (integrity commits)
 };
 
 // What a scrub found, summed over every redundant layer of a stack.
@@ -56,6 +58,11 @@ struct ScrubFinding {
   std::string detail;
 };
 struct ScrubReport {
+  // In: also rewrite the bad copies from a good one (md's "repair"): a
+  // degraded block from the copy that reads, a diverged mirror block from
+  // the first leg that reads, a mismatched stripe's parity from its data.
+  bool repair = false;
+  uint64_t repaired = 0;  // out: block copies (parity: stripes) rewritten
   uint64_t blocks_checked = 0;
   uint64_t mirror_divergence = 0;  // blocks whose legs differ
   uint64_t parity_mismatch = 0;    // stripes whose parity is not the XOR of their data
@@ -66,6 +73,15 @@ struct ScrubReport {
   void Add(ScrubFinding f);
   bool clean() const { return mirror_divergence == 0 && parity_mismatch == 0 && unreadable == 0 && degraded == 0; }
 };
+
+// What the layers of a stack keep on the medium, for `stablecache info`:
+// one entry per layer, top to bottom (a fan-out's legs follow it, their
+// names prefixed "legN/"), each a list of (field, value) in display order.
+struct MediumLayer {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> fields;
+};
+using MediumReport = std::vector<MediumLayer>;
 
 // Lifetime: a device is owned by shared_ptr. A bio in flight keeps every
 // device it has entered alive until it completes (each layer adds itself to
@@ -96,6 +112,13 @@ class BlockDevice : public std::enable_shared_from_this<BlockDevice> {
 
   // Appends this layer's counters, then those of the layers below.
   virtual void CollectStats(std::vector<LayerStats>& out) const = 0;
+
+  // Appends what this layer keeps on the medium (format, version, uuid,
+  // geometry, generations, state), then the layers below. Default: the
+  // name and size only (a leaf with no metadata).
+  virtual void DescribeMedium(MediumReport& out) const {
+    out.push_back({Info().name, {{"size", std::to_string(Info().size_bytes)}}});
+  }
 
   // Checks every redundant layer from here down (mirror legs agree, parity
   // matches its data) for the blocks of [offset, offset + len), and adds

@@ -45,6 +45,10 @@ namespace stablecache {
 struct BuildOptions {
   std::string default_file;      // used by a bare `file` layer
   uint64_t default_file_size = 0;  // size for a file that is created
+  // Layers that keep metadata format a blank device (all zero where their
+  // record goes). False: a blank device is an error instead (for `info`,
+  // `check` and `scrub`, which must not write a new volume).
+  bool format = true;
 };
 
 [[nodiscard]] Result<std::shared_ptr<BlockDevice>> BuildStack(std::string_view spec,

@@ -42,6 +42,18 @@ class FanoutDevice : public BlockDevice {
       }
     }
   }
+  void DescribeMedium(MediumReport& out) const override {
+    out.push_back({info_.name, {}});
+    DescribeSelf(out.back().fields);
+    for (size_t i = 0; i < legs_.size(); i++) {
+      MediumReport leg;
+      legs_[i]->DescribeMedium(leg);
+      for (auto& l : leg) {
+        l.name = fmt::format("leg{}/{}", i, l.name);
+        out.push_back(std::move(l));
+      }
+    }
+  }
   Status ScrubRange(uint64_t offset, uint64_t len, ScrubReport& report) override {
     len = std::min(len, info_.size_bytes - std::min(offset, info_.size_bytes));
     if (len == 0) return Status::Ok();
@@ -62,6 +74,10 @@ class FanoutDevice : public BlockDevice {
   }
   // The byte range on every leg that holds [offset, offset + len).
   virtual std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const = 0;
+  // This layer's own fields for DescribeMedium.
+  virtual void DescribeSelf(std::vector<std::pair<std::string, std::string>>& fields) const {
+    fields.emplace_back("metadata", "none");
+  }
   // Checks this layer's redundancy for the range (clipped to the device).
   virtual Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) = 0;
 

@@ -14,6 +14,7 @@ struct LayerCounters {
   std::atomic<uint64_t> bios{0}, bytes_read{0}, bytes_written{0}, bytes_bounced{0};
   std::atomic<uint64_t> errors{0}, integrity_errors{0}, modified_in_flight{0};
   std::atomic<uint64_t> repairs{0}, degraded_reads{0}, mirror_divergence{0}, parity_mismatch{0};
+  std::atomic<uint64_t> metadata_writes{0}, metadata_flushes{0};
 
   void CountBio(const Bio& bio) {
     bios.fetch_add(1, std::memory_order_relaxed);
@@ -34,6 +35,8 @@ struct LayerCounters {
     s.degraded_reads = degraded_reads.load();
     s.mirror_divergence = mirror_divergence.load();
     s.parity_mismatch = parity_mismatch.load();
+    s.metadata_writes = metadata_writes.load();
+    s.metadata_flushes = metadata_flushes.load();
     return s;
   }
 };

@@ -28,6 +28,10 @@ class StackedDevice : public BlockDevice {
     out.push_back(counters_.Snapshot(info_.name));
     lower_->CollectStats(out);
   }
+  void DescribeMedium(MediumReport& out) const override {
+    out.push_back({info_.name, {{"metadata", "none"}}});
+    lower_->DescribeMedium(out);
+  }
   Status ScrubRange(uint64_t offset, uint64_t len, ScrubReport& report) override {
     return lower_->ScrubRange(offset, len, report);
   }

@@ -11,5 +11,7 @@ void AddDemoCommand(CLI::App& app, int& exit_code);
 void AddWacCommand(CLI::App& app, int& exit_code);
 // Registers `bench`: the policy matrix and the kernel baseline, as ratios.
 void AddBenchCommand(CLI::App& app, int& exit_code);
+// Registers `info`, `check` and `scrub [--repair]` over a stack spec.
+void AddVolumeCommands(CLI::App& app, int& exit_code);
 
 }  // namespace stablecache::cli

@@ -13,10 +13,14 @@ int main(int argc, char** argv) {
   stablecache::cli::AddDemoCommand(app, exit_code);
   stablecache::cli::AddWacCommand(app, exit_code);
   stablecache::cli::AddBenchCommand(app, exit_code);
+  stablecache::cli::AddVolumeCommands(app, exit_code);
   // CLI11 says only "A subcommand is required" for a misspelt one.
   const std::string first = argc > 1 ? argv[1] : "";
-  if (!first.empty() && first[0] != '-' && first != "demo" && first != "wac" && first != "bench") {
-    fmt::print(stderr, "stablecache: unknown command '{}' (commands: demo, wac, bench; see stablecache --help)\n",
+  if (!first.empty() && first[0] != '-' && first != "demo" && first != "wac" && first != "bench" &&
+      first != "info" && first != "check" && first != "scrub") {
+    fmt::print(stderr,
+               "stablecache: unknown command '{}' (commands: demo, wac, bench, info, check, scrub; see stablecache "
+               "--help)\n",
                first);
     return 2;
   }

@@ -130,6 +130,8 @@ Status IntegrityDevice::OpenOrFormat(const IntegrityOptions& opts) {
   if (!rec) return rec.error().WithContext("integrity");
   switch (rec->state) {
     case RecordState::kBlank:
+      if (!opts.format)
+        return Status::InvalidArgument(fmt::format("integrity: '{}' is blank: no integrity volume to open", below));
       guard_ = opts.guard.value_or(GuardType::kCrc16T10Dif);
       SC_RETURN_IF_ERROR(Format());
       formatted_now_ = true;
@@ -291,6 +293,31 @@ Status IntegrityDevice::LoadTags() {
   SC_RETURN_IF_ERROR(FlushSync(*lower_).WithContext("integrity: open"));
   flushes_submitted_ = flushed_upto_ = 1;
   return Status::Ok();
+}
+
+void IntegrityDevice::DescribeMedium(MediumReport& out) const {
+  uint64_t never = 0, settled = 0, two = 0, lost = 0;
+  {
+    std::lock_guard lk(mu_);
+    for (const BlockState& s : blocks_) {
+      if (s.count == kNeverWritten) never++;
+      else if (s.count == 1) settled++;
+      else if (s.count == 2) two++;
+      else lost++;
+    }
+  }
+  out.push_back({info_.name,
+                 {{"format", fmt::format("stablecache integrity v{}", kFormatVersion)},
+                  {"uuid", uuid_.ToString()},
+                  {"guard", GuardName(guard_)},
+                  {"data blocks", fmt::format("{} ({} bytes)", geo_.data_blocks, geo_.data_blocks * kBlock)},
+                  {"tag blocks", fmt::format("{} at block {}", geo_.tag_blocks, geo_.tag_start)},
+                  {"data start", fmt::format("block {} below", geo_.data_start)},
+                  {"formatted on", fmt::format("{} bytes", geo_.lower_bytes)},
+                  {"blocks", fmt::format("{} never written, {} settled, {} with a write unsettled at the last crash "
+                                         "or still under way, {} unreadable (lost tags)",
+                                         never, settled, two, lost)}}});
+  lower_->DescribeMedium(out);
 }
 
 // ---- I/O --------------------------------------------------------------------
@@ -463,6 +490,7 @@ void IntegrityDevice::Kick(std::unique_lock<std::mutex>& lk) {
   }
   auto self = std::static_pointer_cast<IntegrityDevice>(shared_from_this());
   auto join = BioJoin::Start(nullptr, [self, c](BioPtr, Status st) { self->TagsWritten(c, std::move(st)); });
+  counters_.metadata_writes.fetch_add(c->tag_blocks.size(), std::memory_order_relaxed);
   for (size_t i = 0; i < c->tag_blocks.size(); i++) {
     auto w = join->Child(BioOp::kWrite, (geo_.tag_start + c->tag_blocks[i]) * kBlock, Stability::kStable);
     w->AddSegment(encoded[i].get(), kBlock);
@@ -479,6 +507,7 @@ void IntegrityDevice::TagsWritten(std::shared_ptr<Commit> c, Status st) {
     std::lock_guard lk(mu_);
     c->flush_seq = ++flushes_submitted_;
   }
+  counters_.metadata_flushes.fetch_add(1, std::memory_order_relaxed);
   auto f = Bio::Make(BioOp::kFlush, 0, Stability::kStable);
   f->on_complete = [self = std::static_pointer_cast<IntegrityDevice>(shared_from_this()), c](BioPtr, Status fst) {
     self->CommitFlushed(c, std::move(fst));

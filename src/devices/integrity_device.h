@@ -59,6 +59,7 @@ struct IntegrityOptions {
   // Unset: crc16 for a new volume, the recorded one for an existing volume.
   std::optional<GuardType> guard;
   Stability required = Stability::kDeclaredStable;
+  bool format = true;  // format a blank device (else: an error)
 };
 
 // What the record says (for `stablecache info`).
@@ -77,6 +78,7 @@ class IntegrityDevice final : public StackedDevice {
                                                                        const IntegrityOptions& opts);
   ~IntegrityDevice() override;
   void Submit(BioPtr bio) override;
+  void DescribeMedium(MediumReport& out) const override;
 
   uint32_t Guard(uint64_t block, const std::byte* data) const;
   const IntegrityGeometry& geometry() const { return geo_; }
@@ -119,7 +121,7 @@ class IntegrityDevice final : public StackedDevice {
   Uuid uuid_;
   bool formatted_now_ = false;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::vector<BlockState> blocks_;       // GUARDED_BY(mu_)
   std::set<uint64_t> dirty_tag_blocks_;  // GUARDED_BY(mu_)
   std::deque<std::unique_ptr<PendingWrite>> waiting_writes_;  // GUARDED_BY(mu_): not yet in a commit

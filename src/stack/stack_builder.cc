@@ -227,6 +227,7 @@ Result<std::shared_ptr<BlockDevice>> BuildIntegrity(const Ctx& c, const LayerSpe
   auto req = RequireOption(c, l, *o, io.required);
   if (!req) return Err(req.error());
   io.required = *req;
+  io.format = c.opts.format;
   auto dev = IntegrityDevice::Create(std::move(lower), io);
   if (!dev) return c.Fail(l, dev.error().message());
   return std::shared_ptr<BlockDevice>(*dev);
