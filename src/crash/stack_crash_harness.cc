@@ -295,9 +295,15 @@ class Checker {
       v.corruptions_by_kind[fmt::format("{} {}", c.in_flight ? "in-flight" : "at-rest", CorruptionKindName(c.kind))]++;
     }
     // Groups by the content the corruption replaced: recompute from the replayer's clean state.
+    // Which stack block each corrupted location held (the planner only
+    // picks locations holding a workload block).
     CrashState clean = replayer.Build(p);
-    for (const Corruption& c : injected)
-      if (auto id = ParseBlock(clean.images[c.device].data() + c.block * kBlock)) corrupted.insert(GroupOf(id->block));
+    std::vector<uint64_t> holds;
+    for (const Corruption& c : injected) {
+      auto id = ParseBlock(clean.images[c.device].data() + c.block * kBlock);
+      holds.push_back(id ? id->block : UINT64_MAX);
+      if (id) corrupted.insert(GroupOf(id->block));
+    }
     std::set<uint64_t> dirty;  // parity: stripes with a write in flight at the crash
     for (uint64_t i : st.unflushed) {
       const LogEntry& e = rec_.log[i];
@@ -326,7 +332,6 @@ class Checker {
         const bool justified = corrupted.count(GroupOf(b)) &&
                                (rec_.shape.redundancy == Redundancy::kNone ||
                                 (rec_.shape.redundancy == Redundancy::kParity && dirty.count(GroupOf(b))));
-        if (corrupted.count(GroupOf(b))) v.detected++;
         if (!justified)
           Fail(v, where, fmt::format("block {}: false integrity error ({}){}", b, s.ToString(), Allowed(b, pos, k)),
                v.false_integrity_errors);
@@ -346,18 +351,38 @@ class Checker {
       else
         Fail(v, where, fmt::format("block {}: holds {}{}", b, holds, Allowed(b, pos, k)), v.lost_or_invented);
     }
-    // (c): each corrupted leg block, read through its leg's top.
-    if (rec_.shape.redundancy != Redundancy::kNone) {
-      for (size_t i = 0; i < injected.size(); i++) {
-        const Corruption& c = injected[i];
-        const auto& leg = stack->legs.at(c.device);
-        if ((c.block + 1) * kBlock > leg->Info().size_bytes) continue;
-        Status s = ReadSync(*leg, c.block * kBlock, got.data(), kBlock);
-        if (s.code() == Code::kIntegrityError) v.detected++;
-        else if (s.ok() && got == injected_bytes[i])
-          Fail(v, where, fmt::format("leg {} block {}: the injected corruption ({}) reads back as data", c.device,
-                                     c.block, c.Describe()),
-               v.undetected);
+    // (c): each corrupted leg block, read through its leg's top, after the
+    // reads above had their chance to repair it.
+    for (size_t i = 0; i < injected.size(); i++) {
+      const Corruption& c = injected[i];
+      const auto& leg = stack->legs.at(c.device);
+      if ((c.block + 1) * kBlock > leg->Info().size_bytes) continue;
+      Status s = ReadSync(*leg, c.block * kBlock, got.data(), kBlock);
+      if (s.code() == Code::kIntegrityError) {
+        v.detected++;
+        continue;
+      }
+      if (!s.ok()) {
+        Fail(v, where, fmt::format("leg {} block {}: read fails: {}", c.device, c.block, s.ToString()), v.other_errors);
+        continue;
+      }
+      auto id = ParseBlock(got.data());
+      const bool allowed = id && id->block == holds[i] && IsAllowed(id->block, id->op, pos, k);
+      if (got != injected_bytes[i]) {
+        if (allowed) v.repaired++;
+        else
+          Fail(v, where, fmt::format("leg {} block {} ({}): holds neither the injected bytes nor an allowed version",
+                                     c.device, c.block, c.Describe()),
+               v.lost_or_invented);
+      } else if (allowed) {
+        // Wrong for the leg, yet a version the stack may still return there
+        // (a lost leg write whose older version no acknowledged Sync
+        // superseded): not wrong data.
+        v.masked++;
+      } else {
+        Fail(v, where, fmt::format("leg {} block {}: the injected corruption ({}) reads back as data", c.device,
+                                   c.block, c.Describe()),
+             v.undetected);
       }
     }
     v.states++;
@@ -397,10 +422,11 @@ class Checker {
     for (const auto& c : cs) s += "\n      injected: " + c.Describe();
     return s;
   }
-  // Counts every failure; reports the first of each state (up to 8).
+  // Counts every failure; reports the first of each state, up to 3 of
+  // each kind of failure.
   void Fail(Verdict& v, const std::string& where, std::string what, uint64_t& counter) {
     counter++;
-    if (reported_ == where || v.reports.size() >= 8) return;
+    if (reported_ == where || reported_per_kind_[&counter]++ >= 3) return;
     reported_ = where;
     v.reports.push_back(fmt::format("{}\n    {}", where, what));
   }
@@ -409,6 +435,7 @@ class Checker {
   CheckOptions opts_;
   std::vector<uint64_t> marks_;
   std::string reported_;  // the state reported last
+  std::map<const uint64_t*, int> reported_per_kind_;
 };
 
 }  // namespace
@@ -418,7 +445,16 @@ Verdict ReplayAndCheck(const Recording& rec, const CheckOptions& opts) {
   const std::vector<Unflushed> at_flush = {Unflushed::kDropAll, Unflushed::kApplyAll, Unflushed::kDropReorderTear};
   const size_t flushes = replayer.PlanCrashPoints(at_flush, 0, opts.seed).size();
   const size_t random = std::max<size_t>(opts.states / 2, opts.states > flushes ? opts.states - flushes : 0);
-  auto points = replayer.PlanCrashPoints(at_flush, random, opts.seed);
+  std::vector<CrashPoint> points;
+  if (opts.after_syncs_only) {
+    // Quiescent: right after each acknowledged Sync, nothing in flight.
+    const uint64_t per = rec.syncs.empty() ? 0 : (opts.states + rec.syncs.size() - 1) / rec.syncs.size();
+    for (const SyncPoint& s : rec.syncs)
+      for (uint64_t i = 0; i < per; i++)
+        points.push_back(CrashPoint{s.mark + 1, Unflushed::kDropAll, opts.seed ^ (s.mark << 20) ^ (i * 0x9e3779b97f4a7c15ull), "after-sync"});
+  } else {
+    points = replayer.PlanCrashPoints(at_flush, random, opts.seed);
+  }
   Checker checker(rec, opts);
   Verdict v;
   for (const CrashPoint& p : points) checker.Check(replayer, p, v);
@@ -434,18 +470,21 @@ void Add(Verdict& into, const Verdict& v) {
   into.undetected += v.undetected;
   into.corruptions += v.corruptions;
   into.detected += v.detected;
+  into.masked += v.masked;
+  into.repaired += v.repaired;
   for (const auto& [k, n] : v.corruptions_by_kind) into.corruptions_by_kind[k] += n;
   for (const auto& [k, n] : v.states_by_kind) into.states_by_kind[k] += n;
   for (const auto& r : v.reports)
-    if (into.reports.size() < 8) into.reports.push_back(r);
+    if (into.reports.size() < 12) into.reports.push_back(r);
 }
 
 std::string Summary(const Verdict& v) {
   std::string s = fmt::format(
       "{} crash states, {} failing: {} lost-or-invented blocks, {} false integrity errors, {} other errors, {} "
-      "undetected corruptions; {} corruptions injected, {} detection events",
+      "undetected corruptions; {} corruptions injected: {} detected, {} repaired, {} masked (injected bytes that are "
+      "still a version the stack may return)",
       v.states, v.failing_states, v.lost_or_invented, v.false_integrity_errors, v.other_errors, v.undetected,
-      v.corruptions, v.detected);
+      v.corruptions, v.detected, v.repaired, v.masked);
   for (const auto& [kind, n] : v.states_by_kind) s += fmt::format("\n  states {}: {}", kind, n);
   for (const auto& [kind, n] : v.corruptions_by_kind) s += fmt::format("\n  corruptions {}: {}", kind, n);
   for (const auto& r : v.reports) s += "\n  " + r;
@@ -478,9 +517,9 @@ RoundsResult RunRounds(const StackShape& shape, uint64_t rounds, uint64_t ops, c
 
 std::string RoundsResult::Line(const StackShape& shape) const {
   return fmt::format("{}: {} writes, {} acknowledged syncs, {} log entries; {} crash states ({} failing), {} "
-                     "corruptions injected, {} detection events",
+                     "corruptions injected ({} detected, {} repaired, {} masked)",
                      shape.Name(), writes, syncs, log_entries, verdict.states, verdict.failing_states,
-                     verdict.corruptions, verdict.detected);
+                     verdict.corruptions, verdict.detected, verdict.repaired, verdict.masked);
 }
 
 }  // namespace stablecache::crashstack

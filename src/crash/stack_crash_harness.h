@@ -34,7 +34,12 @@
 //      parity may be stale, so it must not feed a rebuild: the read fails);
 //  (c) every injected corruption is detected or repaired: besides (a) on
 //      the top, each corrupted leg block read through its leg's top (its
-//      integrity layer) must not return the injected bytes. This assumes a
+//      integrity layer; the top itself for a single stack), after the reads
+//      of (a), must fail with kIntegrityError (detected) or return an
+//      allowed version (repaired), not the injected bytes, unless those
+//      bytes are still a version the stack may return there by (a) (a lost
+//      leg write whose older version no acknowledged Sync superseded:
+//      counted as masked, not as a failure). This assumes a
 //      leg's data block b sits at leaf block b (true today; a layer that
 //      moves its data must update LegBlockOf below).
 // Corruption targets only blocks that hold a workload block (found by their
@@ -114,6 +119,11 @@ struct CheckOptions {
   uint64_t states = 100;  // at least (every flush in three modes, then random points)
   uint64_t seed = 1;
   size_t corruptions = 0;  // per crash state; 0: none
+  // Crash only right after each acknowledged Sync (nothing unflushed, each
+  // point repeated with other corruption seeds): corruption at rest without
+  // crash inconsistency, which a stack must handle even before it is
+  // crash-consistent.
+  bool after_syncs_only = false;
   std::vector<CorruptionKind> kinds{std::begin(kAllCorruptionKinds), std::end(kAllCorruptionKinds)};
 };
 
@@ -123,7 +133,12 @@ struct Verdict {
   uint64_t false_integrity_errors = 0;   // (b)
   uint64_t other_errors = 0;             // reads failing otherwise, stacks that do not open
   uint64_t undetected = 0;               // (c): injected bytes returned
-  uint64_t corruptions = 0, detected = 0;  // injected; of which a read failed on (the rest were repaired or unread)
+  uint64_t corruptions = 0;  // injected
+  // Each injected corruption, read back through its leg's top after the
+  // stack's reads: still detected (kIntegrityError), repaired (an allowed
+  // version), or masked (the injected bytes, but still a version the stack
+  // may return there). Anything else is a failure.
+  uint64_t detected = 0, repaired = 0, masked = 0;
   std::map<std::string, uint64_t> corruptions_by_kind;
   std::map<std::string, uint64_t> states_by_kind;
   std::vector<std::string> reports;  // the first few
