@@ -45,6 +45,8 @@ struct Case {
   StackShape shape;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 const Case kCases[] = {
     {"Integrity", StackShape{.redundancy = Redundancy::kNone, .legs = 1, .integrity = true}},
     {"MirrorOf2Integrity", StackShape{.redundancy = Redundancy::kMirror, .legs = 2, .integrity = true}},

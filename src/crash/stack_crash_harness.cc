@@ -345,11 +345,11 @@ class Checker {
       if (id && id->block == b && IsAllowed(b, id->op, pos, k)) continue;
       bool was_injected = false;
       for (const auto& bytes : injected_bytes) was_injected |= bytes == got;
-      const std::string holds = id ? fmt::format("op {}'s version of block {}", id->op, id->block) : "unrecognised bytes";
+      const std::string content = id ? fmt::format("op {}'s version of block {}", id->op, id->block) : "unrecognised bytes";
       if (was_injected)
-        Fail(v, where, fmt::format("block {}: an injected corruption is returned as data ({})", b, holds), v.undetected);
+        Fail(v, where, fmt::format("block {}: an injected corruption is returned as data ({})", b, content), v.undetected);
       else
-        Fail(v, where, fmt::format("block {}: holds {}{}", b, holds, Allowed(b, pos, k)), v.lost_or_invented);
+        Fail(v, where, fmt::format("block {}: holds {}{}", b, content, Allowed(b, pos, k)), v.lost_or_invented);
     }
     // (c): each corrupted leg block, read through its leg's top, after the
     // reads above had their chance to repair it.

@@ -48,6 +48,7 @@
 
 #include <chrono>
 #include <map>
+#include <ostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,8 @@ struct StackShape {
   uint64_t leaf_bytes = 256 << 10;
   std::string Name() const;  // e.g. "mirror(2 x integrity,memory)"
 };
+// For gtest's parameter names in failure messages.
+inline void PrintTo(const StackShape& s, std::ostream* os) { *os << s.Name(); }
 
 struct BuiltStack {
   std::shared_ptr<BlockDevice> top;
