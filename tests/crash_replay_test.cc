@@ -299,7 +299,7 @@ class Checker {
 
   void Check(const CrashState& state, Verdict& v) {
     const uint64_t pos = state.point.position;
-    std::vector<uint8_t> got = ReadAfterCrash(state.image, rec_.max_size);
+    std::vector<uint8_t> got = ReadAfterCrash(state.images[0], rec_.max_size);
     uint64_t durability = 0, invented = 0;
     // No invented data, anywhere.
     for (uint64_t b = 0; b < got.size(); b++) {
@@ -503,7 +503,7 @@ TEST(CrashReplayDirected, ExtendOverACleanCachedPartialPageIsDurableAsZeros) {
   ASSERT_TRUE((*f)->Close().ok());
   CrashReplayer replayer(log->Snapshot(), initial);
   CrashState state = replayer.Build(CrashPoint{mark + 1, Unflushed::kDropAll, 0, "after the acknowledgement"});
-  std::vector<uint8_t> got = ReadAfterCrash(state.image, kNew);
+  std::vector<uint8_t> got = ReadAfterCrash(state.images[0], kNew);
   for (uint64_t b = kOld; b < kNew; b++)
     ASSERT_EQ(got[b], 0) << state.Describe() << ": byte " << b << " (old end " << kOld << ", new end " << kNew << ")";
 }

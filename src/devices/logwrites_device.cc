@@ -14,10 +14,32 @@ const char* LogEntryKindName(LogEntry::Kind k) {
   return "?";
 }
 
-uint64_t LogWritesDevice::Append(LogEntry e) {
+uint64_t WriteLog::Append(LogEntry e) {
   std::lock_guard lk(mu_);
   log_.push_back(std::move(e));
   return log_.size() - 1;
+}
+
+uint64_t WriteLog::Mark(std::string label) {
+  LogEntry e;
+  e.kind = LogEntry::Kind::kMark;
+  e.label = std::move(label);
+  return Append(std::move(e));
+}
+
+std::vector<LogEntry> WriteLog::Snapshot() const {
+  std::lock_guard lk(mu_);
+  return log_;
+}
+
+uint64_t WriteLog::Size() const {
+  std::lock_guard lk(mu_);
+  return log_.size();
+}
+
+void WriteLog::Clear() {
+  std::lock_guard lk(mu_);
+  log_.clear();
 }
 
 void LogWritesDevice::Submit(BioPtr bio) {
@@ -80,21 +102,6 @@ uint64_t LogWritesDevice::Mark(std::string label) {
   e.kind = LogEntry::Kind::kMark;
   e.label = std::move(label);
   return Append(std::move(e));
-}
-
-std::vector<LogEntry> LogWritesDevice::Snapshot() const {
-  std::lock_guard lk(mu_);
-  return log_;
-}
-
-uint64_t LogWritesDevice::Size() const {
-  std::lock_guard lk(mu_);
-  return log_.size();
-}
-
-void LogWritesDevice::Clear() {
-  std::lock_guard lk(mu_);
-  log_.clear();
 }
 
 }  // namespace stablecache
