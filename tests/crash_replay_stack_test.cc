@@ -101,8 +101,8 @@ TEST_P(CrashReplayStackQuiescentCorruption, EveryCorruptionDetectedOrRepaired) {
   EXPECT_EQ(r.verdict.detected + r.verdict.repaired + r.verdict.masked, r.verdict.corruptions) << Summary(r.verdict);
   if (GetParam().redundancy == Redundancy::kNone)
     EXPECT_GT(r.verdict.detected, r.verdict.corruptions * 9 / 10) << Summary(r.verdict);
-  else
-    EXPECT_GT(r.verdict.repaired, r.verdict.corruptions / 2) << Summary(r.verdict);
+  else  // a read through the top repairs the copies it meets; a mirror read meets one leg of two
+    EXPECT_GT(r.verdict.repaired, r.verdict.corruptions / 4) << Summary(r.verdict);
 }
 
 INSTANTIATE_TEST_SUITE_P(IntegrityLegs, CrashReplayStackQuiescentCorruption,

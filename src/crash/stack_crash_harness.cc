@@ -356,8 +356,15 @@ class Checker {
     for (size_t i = 0; i < injected.size(); i++) {
       const Corruption& c = injected[i];
       const auto& leg = stack->legs.at(c.device);
-      if ((c.block + 1) * kBlock > leg->Info().size_bytes) continue;
-      Status s = ReadSync(*leg, c.block * kBlock, got.data(), kBlock);
+      // The leg's block for the leaf block: an integrity leg keeps its
+      // data after its record and tag table.
+      uint64_t leg_block = c.block;
+      if (auto* integ = dynamic_cast<IntegrityDevice*>(leg.get())) {
+        if (c.block < integ->geometry().data_start) continue;
+        leg_block = c.block - integ->geometry().data_start;
+      }
+      if ((leg_block + 1) * kBlock > leg->Info().size_bytes) continue;
+      Status s = ReadSync(*leg, leg_block * kBlock, got.data(), kBlock);
       if (s.code() == Code::kIntegrityError) {
         v.detected++;
         continue;

@@ -92,7 +92,8 @@ struct IntegrityDevice::PendingWrite {
 
 struct IntegrityDevice::Commit {
   std::vector<std::unique_ptr<PendingWrite>> writes;
-  std::vector<BioPtr> flushes;
+  std::vector<BioPtr> flushes;    // first phase: this commit's flush covers their writes
+  std::vector<BioPtr> finishing;  // second phase: this commit writes the collapses the last one settled
   std::vector<uint64_t> tag_blocks;
   uint64_t flush_seq = 0;
 };
@@ -400,9 +401,10 @@ void IntegrityDevice::SubmitFlush(BioPtr bio) {
 
 // Blocks whose write a completed flush has covered hold their new content
 // for good: collapse their entries (written with the next commit).
-void IntegrityDevice::SettleCovered(std::vector<uint64_t>* read_backs) {
-  if (swept_at_ == flushed_upto_) return;  // nothing new is covered
+bool IntegrityDevice::SettleCovered(std::vector<uint64_t>* read_backs) {
+  if (swept_at_ == flushed_upto_) return false;  // nothing new is covered
   swept_at_ = flushed_upto_;
+  bool collapsed = false;
   for (auto it = unsettled_.begin(); it != unsettled_.end();) {
     BlockState& s = blocks_[*it];
     if (flushed_upto_ <= s.done_at) {
@@ -415,12 +417,14 @@ void IntegrityDevice::SettleCovered(std::vector<uint64_t>* read_backs) {
       s.count = 1;
       s.phase = BlockState::kIdle;
       dirty_tag_blocks_.insert(*it / kEntriesPerTagBlock);
+      collapsed = true;
     } else if (s.phase == BlockState::kFailed) {
       s.phase = BlockState::kResolving;
       read_backs->push_back(*it);
     }
     it = unsettled_.erase(it);
   }
+  return collapsed;
 }
 
 bool IntegrityDevice::Admissible(uint64_t first, uint64_t count, bool* need_flush) {
@@ -468,10 +472,11 @@ void IntegrityDevice::Kick(std::unique_lock<std::mutex>& lk) {
     c->writes.push_back(std::move(*it));
     it = waiting_writes_.erase(it);
   }
-  const bool work = !c->writes.empty() || !waiting_flushes_.empty() || need_flush;
+  const bool work = !c->writes.empty() || !waiting_flushes_.empty() || !finishing_flushes_.empty() || need_flush;
   if (work) {
     committing_ = true;
     c->flushes.swap(waiting_flushes_);
+    c->finishing.swap(finishing_flushes_);
     c->tag_blocks.assign(dirty_tag_blocks_.begin(), dirty_tag_blocks_.end());
     dirty_tag_blocks_.clear();
   }
@@ -518,14 +523,27 @@ void IntegrityDevice::TagsWritten(std::shared_ptr<Commit> c, Status st) {
 void IntegrityDevice::CommitFlushed(std::shared_ptr<Commit> c, Status st) {
   if (!st.ok()) return AbortCommit(std::move(c), st.WithContext(fmt::format("{}: flushing tags", info_.name)));
   auto keep = shared_from_this();  // the bios completed below may hold the last references
+  std::vector<BioPtr> done = std::move(c->finishing);
+  std::vector<uint64_t> read_backs;
   {
     std::lock_guard lk(mu_);
     flushed_upto_ = std::max(flushed_upto_, c->flush_seq);
     for (auto& w : c->writes)
       for (uint64_t b = w->first; b < w->first + w->count; b++) blocks_[b].phase = BlockState::kWriting;
+    // A flush from above is durable now, but the writes it just settled
+    // still have two contents on record: a lost write of one would read as
+    // its old content. The next commit writes their collapsed entries and
+    // flushes; the flush completes with it (only if there is anything to
+    // collapse), so after a Sync a lost or stale block is caught.
+    if (SettleCovered(&read_backs)) {
+      for (auto& f : c->flushes) finishing_flushes_.push_back(std::move(f));
+    } else {
+      for (auto& f : c->flushes) done.push_back(std::move(f));
+    }
   }
+  for (uint64_t b : read_backs) ReadBack(b);
   for (auto& w : c->writes) SubmitData(std::move(w));
-  for (auto& f : c->flushes) Bio::Complete(std::move(f), Status::Ok());
+  for (auto& f : done) Bio::Complete(std::move(f), Status::Ok());
   std::unique_lock lk(mu_);
   committing_ = false;
   Kick(lk);
@@ -551,6 +569,7 @@ void IntegrityDevice::AbortCommit(std::shared_ptr<Commit> c, const Status& st) {
     Bio::Complete(std::move(w->bio), st);
   }
   for (auto& f : c->flushes) Bio::Complete(std::move(f), st);
+  for (auto& f : c->finishing) Bio::Complete(std::move(f), st);
   std::unique_lock lk(mu_);
   committing_ = false;
   Kick(lk);

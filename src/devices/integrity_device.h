@@ -19,8 +19,9 @@
 //    the data go down. After a crash at any instant a block therefore holds
 //    bytes its durable entry accepts: never a false integrity error, and
 //    Sync has nothing to add (a flush is passed down behind the next
-//    commit, which also writes the entries of writes an earlier flush made
-//    durable, collapsed to the one content they now hold).
+//    commit, then waits for one more commit that writes, collapsed to the
+//    one content they now hold, the entries of the writes it made durable,
+//    so a lost or stale block is caught from then on).
 //  - A block holds at most one unsettled write: a second write of a block
 //    waits until a flush has covered the first (the commit issues one when
 //    nothing else would). A failed write leaves the block's content
@@ -104,7 +105,7 @@ class IntegrityDevice final : public StackedDevice {
   // The group-commit loop; called with mu_ held, may release it.
   void Kick(std::unique_lock<std::mutex>& lk);
   bool Admissible(uint64_t first, uint64_t count, bool* need_flush);
-  void SettleCovered(std::vector<uint64_t>* read_backs);
+  bool SettleCovered(std::vector<uint64_t>* read_backs);  // true if it collapsed an entry
   void TagsWritten(std::shared_ptr<Commit> c, Status st);
   void CommitFlushed(std::shared_ptr<Commit> c, Status st);
   void AbortCommit(std::shared_ptr<Commit> c, const Status& st);
@@ -126,6 +127,7 @@ class IntegrityDevice final : public StackedDevice {
   std::set<uint64_t> dirty_tag_blocks_;  // GUARDED_BY(mu_)
   std::deque<std::unique_ptr<PendingWrite>> waiting_writes_;  // GUARDED_BY(mu_): not yet in a commit
   std::vector<BioPtr> waiting_flushes_;  // GUARDED_BY(mu_)
+  std::vector<BioPtr> finishing_flushes_;  // GUARDED_BY(mu_): durable, waiting for their collapses
   bool committing_ = false;              // GUARDED_BY(mu_): one commit at a time
   std::set<uint64_t> unsettled_;         // GUARDED_BY(mu_): written (or failed), awaiting a flush
   uint64_t flushes_submitted_ = 0;       // GUARDED_BY(mu_)

@@ -237,7 +237,7 @@ TEST(IntegrityCrash, EveryCrashStateReadsFlushedOrLaterContent) {
   std::vector<std::byte> got(kBlock);
   for (const CrashPoint& p : points) {
     CrashState s = replayer.Build(p);
-    auto reopened = IntegrityDevice::Create(FromImage(s.image), {});
+    auto reopened = IntegrityDevice::Create(FromImage(s.images[0]), {});
     ASSERT_TRUE(reopened) << s.Describe() << ": " << reopened.error().ToString();
     auto it = flushed_at.lower_bound(p.position);  // marks at index >= p are after the crash
     const std::vector<size_t>* flushed = it == flushed_at.begin() ? nullptr : &std::prev(it)->second;
