@@ -89,12 +89,14 @@ class FanoutDevice : public BlockDevice {
   }
 
   // Sends a flush to every leg; the bio completes when all have. A flush
-  // that succeeded lets the bitmap clear regions whose writes ended before it.
+  // that succeeded lets the bitmap clear regions whose writes ended before
+  // it, and completes once that clear is written (its error fails the flush).
   void FlushAll(BioPtr flush) {
     const uint64_t epoch = intent_->FlushStarted();
     auto join = BioJoin::Start(std::move(flush), [this, epoch](BioPtr p, Status st) {
-      if (st.ok()) intent_->FlushDone(epoch);
-      Bio::Complete(std::move(p), std::move(st));
+      if (!st.ok()) return Bio::Complete(std::move(p), std::move(st));
+      auto holder = std::make_shared<BioPtr>(std::move(p));
+      intent_->FlushDone(epoch, [holder](Status cst) { Bio::Complete(std::move(*holder), std::move(cst)); });
     });
     for (const auto& l : legs_) l->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
     join->Arm();

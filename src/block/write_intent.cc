@@ -73,7 +73,7 @@ uint64_t WriteIntent::FlushStarted() {
   return ++flush_epoch_;
 }
 
-void WriteIntent::FlushDone(uint64_t epoch) {
+void WriteIntent::FlushDone(uint64_t epoch, Go done) {
   std::unique_lock lk(mu_);
   bool cleared = false;
   for (auto it = set_regions_.begin(); it != set_regions_.end();) {
@@ -86,7 +86,13 @@ void WriteIntent::FlushDone(uint64_t epoch) {
       ++it;
     }
   }
-  if (cleared && !committing_) StartCommitLocked(lk);
+  if (!cleared) {
+    lk.unlock();
+    return done(Status::Ok());
+  }
+  // The commit that writes these clears: the next one to start.
+  flush_waiters_.emplace_back(commits_ + 1, std::move(done));
+  if (!committing_) StartCommitLocked(lk);
 }
 
 size_t WriteIntent::DirtyRegions() const {
@@ -154,6 +160,14 @@ void WriteIntent::CommitDone(Status st) {
     for (size_t r = 0; r < disk_.size(); r++) disk_[r] = disk_[r] && inflight_[r];
   }
   committing_ = false;
+  for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
+    if (it->first > commits_) {
+      ++it;
+      continue;
+    }
+    calls.emplace_back(std::move(it->second), st);
+    it = flush_waiters_.erase(it);
+  }
   std::vector<Waiter> still;
   for (auto& w : waiters_) {
     if (ReadyLocked(w.r0, w.r1)) calls.emplace_back(std::move(w.go), Status::Ok());
@@ -161,7 +175,7 @@ void WriteIntent::CommitDone(Status st) {
     else still.push_back(std::move(w));
   }
   waiters_ = std::move(still);
-  if (!waiters_.empty() || (st.ok() && want_ != disk_)) StartCommitLocked(lk);
+  if (!waiters_.empty() || !flush_waiters_.empty() || (st.ok() && want_ != disk_)) StartCommitLocked(lk);
   else lk.unlock();
   for (auto& [go, s] : calls) go(std::move(s));
 }

@@ -56,9 +56,12 @@ class WriteIntent {
   void Unpin(uint64_t r0, uint64_t r1) { EndWrite(r0, r1); }
 
   // Returns the flush's epoch; pass it to FlushDone when the flush of every
-  // leg completed successfully.
+  // leg completed successfully. FlushDone clears the regions the flush
+  // made clean and calls `done` once that bitmap write has ended (at once
+  // if nothing clears), with its status: a leg that cannot take the clear
+  // fails the flush, so no failed write goes unreported.
   uint64_t FlushStarted();
-  void FlushDone(uint64_t epoch);
+  void FlushDone(uint64_t epoch, Go done);
 
   // Regions set in memory (for tests and Describe).
   size_t DirtyRegions() const;
@@ -93,6 +96,7 @@ class WriteIntent {
   std::set<uint64_t> set_regions_;   // GUARDED_BY(mu_) regions with want_ set
   bool committing_ = false;          // GUARDED_BY(mu_)
   std::vector<Waiter> waiters_;      // GUARDED_BY(mu_)
+  std::vector<std::pair<uint64_t, Go>> flush_waiters_;  // GUARDED_BY(mu_) (commit number, done)
   uint64_t flush_epoch_ = 0;         // GUARDED_BY(mu_)
   uint64_t commits_ = 0;             // GUARDED_BY(mu_)
 };
