@@ -127,8 +127,15 @@ struct RedundantRig {
 
 RedundantRig MakeRedundantRig(StablePolicy policy, bool parity) {
   RedundantRig r;
+  // The legs' data starts after the set's member record and bitmap, which
+  // are written at once; only data writes are held.
+  std::vector<std::shared_ptr<BlockDevice>> probe;
+  for (int i = 0; i < (parity ? 3 : 2); i++) probe.push_back(*MemoryDevice::Create({.size_bytes = 1 << 20}));
+  const uint64_t data_offset = parity ? (*ParityDevice::Create(probe))->data_offset()
+                                      : (*MirrorDevice::Create(probe))->data_offset();
   for (int i = 0; i < (parity ? 3 : 2); i++)
-    r.legs.push_back(*MemoryDevice::Create({.size_bytes = 1 << 20, .late_copy = true, .manual_release = true}));
+    r.legs.push_back(*MemoryDevice::Create(
+        {.size_bytes = 1 << 20, .late_copy = true, .manual_release = true, .late_copy_from = data_offset}));
   std::vector<std::shared_ptr<BlockDevice>> legs(r.legs.begin(), r.legs.end());
   if (parity) r.top = *ParityDevice::Create(legs);
   else r.top = *MirrorDevice::Create(legs);

@@ -72,7 +72,7 @@ void MemoryDevice::Submit(BioPtr bio) {
       break;
     }
     case BioOp::kWrite:
-      if (opts_.late_copy) {
+      if (opts_.late_copy && bio->offset >= opts_.late_copy_from) {
         // All under the lock: once the worker completes the bio its owner
         // may destroy the device.
         std::lock_guard lk(mu_);

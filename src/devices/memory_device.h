@@ -28,6 +28,10 @@ struct MemoryDeviceOptions {
   bool late_copy = false;
   std::chrono::microseconds delay{0};
   bool manual_release = false;  // late copy waits for ReleaseWrites()
+  // Only writes at or past this offset are copied late; earlier ones (a
+  // layer's own metadata, e.g. mirror/parity member records and bitmap)
+  // are copied at once.
+  uint64_t late_copy_from = 0;
 };
 
 class MemoryDevice final : public BlockDevice {
