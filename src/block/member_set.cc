@@ -205,6 +205,10 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
       return Err(Status::NoSpace(fmt::format("{} has {} bytes, but {} set {} keeps {} bytes on every leg ({} data from offset {})",
                                              LegName(layer, pos, *legs[pos]), legs[pos]->Info().size_bytes, layer,
                                              rr.uuid.ToString(), need, m.layout.data_size, m.layout.data_offset)));
+    if (d.state == RecordState::kValid && RoundDown(legs[pos]->Info().size_bytes, kBlock) >= need + m.layout.chunk_bytes)
+      m.description.notes.push_back(fmt::format(
+          "{} has {} bytes but the set uses {} of each leg: growing a set is not supported, the rest stays unused",
+          LegName(layer, pos, *legs[pos]), legs[pos]->Info().size_bytes, need));
     LegDescription ld{pos, role, legs[pos]->Info().name, DescribeRecord(d), 0, "current", false};
     if (d.state == RecordState::kBlank) {
       ld.state = "blank";
