@@ -242,12 +242,13 @@ TEST(AcknowledgedData, MirrorRepairLandsBeforeTheReadCompletes) {
   auto data = Pattern(kPage, 6);
   ASSERT_TRUE(WriteSync(*mirror, 0, data.data(), kPage).ok());
   std::vector<std::byte> rot(kPage, std::byte{0x55});
-  a->WriteRaw(0, rot.data(), kPage);
+  const uint64_t d = mirror->data_offset();
+  a->WriteRaw(d, rot.data(), kPage);
   fault->AddRule({.op = BioOp::kRead, .count = 2});  // the first read and its retry on leg a
   std::vector<std::byte> got(kPage);
   ASSERT_TRUE(ReadSync(*mirror, 0, got.data(), kPage).ok());
   EXPECT_EQ(got, data);
-  EXPECT_EQ(Raw(*a, 0, kPage), data) << "the read completed before its repair landed";
+  EXPECT_EQ(Raw(*a, d, kPage), data) << "the read completed before its repair landed";
   mirror.reset();  // the stack goes while nothing is in flight
   slow.reset();
 }

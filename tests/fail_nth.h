@@ -154,6 +154,10 @@ struct Rig {
   std::vector<std::shared_ptr<FaultDevice>> inject;  // where the Nth failure may go
   std::function<void()> after_setup;                 // e.g. plant a bad block
   std::function<std::string()> clean_check;          // clean runs only: "" when as expected
+  // Leg bytes below this hold the layers' own metadata (mirror/parity
+  // member records and write-intent bitmap). Dropping such a write loses
+  // no data, so a dropped-write negative control drops only data writes.
+  uint64_t data_offset = 0;
 };
 
 struct OpOutcome {
@@ -251,7 +255,11 @@ inline void RunOnceUnbounded(const Scenario& sc, const Injection& inj, StablePol
   const uint64_t io0 = pool.alloc_attempts(PagePool::FrameKind::kIoFrame);
   FaultDevice* layer = inj.where == Injection::Where::kBio ? rig.inject.at(inj.layer).get() : nullptr;
   if (layer)
-    layer->AddRule({.op = inj.op, .skip = static_cast<int64_t>(inj.nth - 1), .count = inj.count, .action = inj.action});
+    layer->AddRule({.op = inj.op,
+                    .offset = inj.action == FaultAction::kDrop ? rig.data_offset : 0,
+                    .skip = static_cast<int64_t>(inj.nth - 1),
+                    .count = inj.count,
+                    .action = inj.action});
   if (inj.where == Injection::Where::kFrame) pool.FailNthAllocation(inj.frame, inj.nth, inj.count < 0 ? UINT64_MAX : inj.count);
 
   OpOutcome o = sc.op(*f, m);

@@ -129,11 +129,24 @@ struct RedundantRig {
 
 RedundantRig MakeRedundantRig(StablePolicy policy, bool parity) {
   RedundantRig r;
-  for (int i = 0; i < (parity ? 3 : 2); i++)
+  // The set's member records and bitmap are written at once; only data
+  // writes (past the set's data offset) are held.
+  for (int i = 0; i < (parity ? 3 : 2); i++) {
     r.legs.push_back(*MemoryDevice::Create({.size_bytes = 1 << 20, .late_copy = true, .manual_release = true}));
+    r.legs.back()->HoldOnly(0, 0);
+  }
   std::vector<std::shared_ptr<BlockDevice>> legs(r.legs.begin(), r.legs.end());
-  if (parity) r.top = *ParityDevice::Create(legs);
-  else r.top = *MirrorDevice::Create(legs);
+  uint64_t data_offset;
+  if (parity) {
+    auto p = *ParityDevice::Create(legs);
+    data_offset = p->data_offset();
+    r.top = p;
+  } else {
+    auto m = *MirrorDevice::Create(legs);
+    data_offset = m->data_offset();
+    r.top = m;
+  }
+  for (auto& l : r.legs) l->HoldOnly(data_offset, UINT64_MAX);
   auto d = OpenDriven(policy, r.top);
   r.cache = std::move(d.cache);
   r.file = std::move(d.file);

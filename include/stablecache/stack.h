@@ -26,12 +26,25 @@
 //          mirror(leg, leg, ...; require=...)   RAID-1, >= 2 legs
 //          parity(leg, leg, leg, ...; require=...)  RAID-5, >= 3 legs
 //          e.g. mirror([integrity,file:/a],[integrity,file:/b])
+//          Each leg keeps a member record and a write-intent bitmap before
+//          its data (doc/mirror_parity_format.md): reopening a spec finds
+//          the set, places swapped legs by their recorded role, rebuilds a
+//          blank or stale leg, and resyncs regions a crash left dirty, all
+//          before BuildStack returns; a spec that disagrees with the medium
+//          (leg count, another set's leg, another layer's record) fails.
+// Which order for redundancy with integrity: put `integrity` INSIDE each
+// leg, mirror([integrity,file:/a],[integrity,file:/b]), so a block that
+// fails its check on one leg is read from another and repaired there.
+// `integrity,mirror(file:/a,file:/b)` can only fail such a read (the check
+// runs after the mirror chose a leg); BuildStack accepts it but says so in
+// BuildOptions::warnings.
 // Sizes take K, M, G, T suffixes (powers of 1024).
 //
 // Errors name the spec, the position and what was expected.
 // Thread-safe: BuildStack has no shared state.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -49,6 +62,13 @@ struct BuildOptions {
   // record goes). False: a blank device is an error instead (for `info`,
   // `check` and `scrub`, which must not write a new volume).
   bool format = true;
+  // Where BuildStack reports what works but is probably not meant (an
+  // integrity layer above a mirror or parity) and what assembly found and
+  // did (swapped, blank or stale legs, dirty regions resynced). May be null.
+  std::vector<std::string>* warnings = nullptr;
+  // Called while a mirror or parity set resyncs during BuildStack (a
+  // rebuilt leg, dirty regions): what, bytes done, bytes in this step.
+  std::function<void(std::string_view what, uint64_t done, uint64_t total)> resync_progress;
 };
 
 [[nodiscard]] Result<std::shared_ptr<BlockDevice>> BuildStack(std::string_view spec,

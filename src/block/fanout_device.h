@@ -3,6 +3,12 @@
 // reports the strongest stability any leg needs, lists each leg's counters
 // after its own (names prefixed "legN/"), scrubs the legs before itself,
 // and flushes every leg for a flush bio.
+//
+// It also holds what mirror and parity share on the medium: the member set
+// (block/member_set.h: records, events, which legs are current) and the
+// write-intent bitmap (block/write_intent.h). Every leg's data starts at
+// data_offset(); a flush that completes lets the bitmap clear regions.
+// Describe() says what is on the medium and what assembly did.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +19,8 @@
 
 #include "block/bio_join.h"
 #include "block/layer_counters.h"
+#include "block/member_set.h"
+#include "block/write_intent.h"
 #include "stablecache/block_device.h"
 
 namespace stablecache {
@@ -58,11 +66,18 @@ class FanoutDevice : public BlockDevice {
     len = std::min(len, info_.size_bytes - std::min(offset, info_.size_bytes));
     if (len == 0) return Status::Ok();
     auto [leg_offset, leg_len] = LegRange(offset, len);
-    for (const auto& l : legs_) SC_RETURN_IF_ERROR(l->ScrubRange(leg_offset, leg_len, report));
+    for (const auto& l : legs_) SC_RETURN_IF_ERROR(l->ScrubRange(data_offset_ + leg_offset, leg_len, report));
     return ScrubSelf(offset, len, report);
   }
   size_t leg_count() const { return legs_.size(); }
+  // Leg i in set order (its recorded role), not necessarily spec order.
   BlockDevice& leg(size_t i) const { return *legs_[i]; }
+  // Bytes on every leg before the data: member record and bitmap.
+  uint64_t data_offset() const { return data_offset_; }
+  // What is on the medium: format, uuid, events, each leg's role and state.
+  SetDescription Describe() const { return members_->Describe(); }
+  // Regions the write-intent bitmap holds set right now.
+  size_t DirtyRegions() const { return intent_->DirtyRegions(); }
 
  protected:
   FanoutDevice(std::vector<std::shared_ptr<BlockDevice>> legs, std::string name, Stability required)
@@ -81,14 +96,32 @@ class FanoutDevice : public BlockDevice {
   // Checks this layer's redundancy for the range (clipped to the device).
   virtual Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) = 0;
 
-  // Sends a flush to every leg; the bio completes when all have.
+  // Takes the legs in set order and sets up the member set and bitmap.
+  void AttachSet(SetMembers m) {
+    legs_ = m.legs;
+    data_offset_ = m.layout.data_offset;
+    intent_ = std::make_unique<WriteIntent>(this, legs_, m.layout.bitmap);
+    members_ = std::make_unique<MemberSet>(std::move(m));
+  }
+
+  // Sends a flush to every leg; the bio completes when all have. A flush
+  // that succeeded lets the bitmap clear regions whose writes ended before
+  // it, and completes once that clear is written (its error fails the flush).
   void FlushAll(BioPtr flush) {
-    auto join = BioJoin::Start(std::move(flush));
+    const uint64_t epoch = intent_->FlushStarted();
+    auto join = BioJoin::Start(std::move(flush), [this, epoch](BioPtr p, Status st) {
+      if (!st.ok()) return Bio::Complete(std::move(p), std::move(st));
+      auto holder = std::make_shared<BioPtr>(std::move(p));
+      intent_->FlushDone(epoch, [holder](Status cst) { Bio::Complete(std::move(*holder), std::move(cst)); });
+    });
     for (const auto& l : legs_) l->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
     join->Arm();
   }
 
   std::vector<std::shared_ptr<BlockDevice>> legs_;
+  uint64_t data_offset_ = 0;
+  std::unique_ptr<MemberSet> members_;
+  std::unique_ptr<WriteIntent> intent_;
   DeviceInfo info_;
   mutable LayerCounters counters_;
 };

@@ -43,8 +43,15 @@ int RunDemo(const DemoArgs& a) {
   if (!policy) return UsageError(policy.error(), "--policy");
   std::string tmp = (std::filesystem::temp_directory_path() / fmt::format("stablecache-demo-{}.img", getpid())).string();
   BuildOptions bo{tmp, *size};
+  std::vector<std::string> warnings;
+  bo.warnings = &warnings;
+  if (isatty(STDERR_FILENO))  // a mirror or parity leg being rebuilt: show how far
+    bo.resync_progress = [](std::string_view what, uint64_t done, uint64_t total) {
+      fmt::print(stderr, "\r{}: {} / {} MiB{}", what, done >> 20, total >> 20, done == total ? "\n" : "");
+    };
   auto dev = BuildStack(a.stack, bo);
   if (!dev) return Fail(dev.error());
+  for (const auto& w : warnings) fmt::print(stderr, "stablecache demo: note: {}\n", w);
 
   CacheOptions co;
   co.capacity_bytes = 4ull << 20;  // smaller than the file: eviction and readahead both run

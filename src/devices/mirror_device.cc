@@ -1,5 +1,6 @@
 #include "devices/mirror_device.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -35,14 +36,80 @@ struct MirrorDevice::Read {
 Result<std::shared_ptr<MirrorDevice>> MirrorDevice::Create(std::vector<std::shared_ptr<BlockDevice>> legs,
                                                            const MirrorOptions& opts) {
   if (legs.size() < 2) return Err(Status::InvalidArgument(fmt::format("mirror needs at least 2 legs, got {}", legs.size())));
-  return std::shared_ptr<MirrorDevice>(new MirrorDevice(std::move(legs), opts));
+  const size_t n = legs.size();
+  auto m = ReadMembers(std::move(legs), {.magic = "SCMIRROR", .layer = "mirror", .chunk_bytes = 4096, .max_stale = n - 1});
+  if (!m) return Err(m.error());
+  size_t source = 0;
+  while (m->stale[source]) source++;
+  auto dev = std::shared_ptr<MirrorDevice>(new MirrorDevice(std::move(*m), opts));
+  if (Status st = dev->members_->Assemble(dev->Hooks(source), opts.progress); !st.ok()) return Err(st);
+  return dev;
 }
 
-MirrorDevice::MirrorDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const MirrorOptions& opts)
-    : FanoutDevice(std::move(legs), "mirror", opts.required) {
-  uint64_t size = UINT64_MAX;
-  for (const auto& l : legs_) size = std::min(size, l->Info().size_bytes);
-  info_.size_bytes = size / info_.logical_block_size * info_.logical_block_size;
+MirrorDevice::MirrorDevice(SetMembers m, const MirrorOptions& opts)
+    : FanoutDevice(m.legs, "mirror", opts.required), missed_(m.legs.size()) {
+  info_.size_bytes = m.layout.data_size / info_.logical_block_size * info_.logical_block_size;
+  AttachSet(std::move(m));
+}
+
+// Copies [off, off + len) of leg data from `source` to the legs `to`; a
+// block the source cannot read comes from the first other leg that can.
+Status MirrorDevice::CopyRange(size_t source, const std::vector<size_t>& to, uint64_t off, uint64_t len) {
+  auto buf = AllocAligned(len);
+  const uint32_t n32 = static_cast<uint32_t>(len);
+  if (!ReadSync(*legs_[source], data_offset_ + off, buf.get(), n32).ok()) {
+    for (uint64_t b = 0; b < len; b += kBlock) {
+      Status st = ReadSync(*legs_[source], data_offset_ + off + b, buf.get() + b, kBlock);
+      for (size_t l = 0; !st.ok() && l < legs_.size(); l++) {
+        if (l == source || std::find(to.begin(), to.end(), l) == to.end()) continue;
+        st = ReadSync(*legs_[l], data_offset_ + off + b, buf.get() + b, kBlock);
+      }
+      if (!st.ok()) return st.WithContext(fmt::format("mirror: no current leg can read leg offset {}", off + b));
+    }
+  }
+  for (size_t l : to) SC_RETURN_IF_ERROR(WriteSync(*legs_[l], data_offset_ + off, buf.get(), n32));
+  return Status::Ok();
+}
+
+ResyncHooks MirrorDevice::Hooks(size_t source) {
+  ResyncHooks h;
+  h.resync_dirty = [this, source](uint64_t off, uint64_t len) {
+    std::vector<size_t> others;
+    for (size_t l = 0; l < legs_.size(); l++)
+      if (l != source) others.push_back(l);
+    return CopyRange(source, others, off, len);
+  };
+  h.rebuild = [this, source](size_t leg, uint64_t off, uint64_t len) { return CopyRange(source, {leg}, off, len); };
+  return h;
+}
+
+bool MirrorDevice::Missed(size_t leg, uint64_t b0, uint64_t b1) const {
+  if (missed_count_.load(std::memory_order_acquire) == 0) return false;
+  std::lock_guard lk(missed_mu_);
+  auto it = missed_[leg].lower_bound(b0);
+  return it != missed_[leg].end() && *it < b1;
+}
+
+// Each missed block holds its bitmap region set until it is rewritten.
+void MirrorDevice::MarkMissed(size_t leg, uint64_t b0, uint64_t b1) {
+  std::lock_guard lk(missed_mu_);
+  for (uint64_t b = b0; b < b1; b++) {
+    if (!missed_[leg].insert(b).second) continue;
+    missed_count_.fetch_add(1, std::memory_order_release);
+    auto [r0, r1] = intent_->Regions(b * kBlock, kBlock);
+    intent_->Pin(r0, r1, [](Status) {});  // already set: the failed write holds it
+  }
+}
+
+void MirrorDevice::ClearMissed(size_t leg, uint64_t b0, uint64_t b1) {
+  if (missed_count_.load(std::memory_order_acquire) == 0) return;
+  std::lock_guard lk(missed_mu_);
+  for (auto it = missed_[leg].lower_bound(b0); it != missed_[leg].end() && *it < b1;) {
+    auto [r0, r1] = intent_->Regions(*it * kBlock, kBlock);
+    intent_->Unpin(r0, r1);
+    it = missed_[leg].erase(it);
+    missed_count_.fetch_sub(1, std::memory_order_release);
+  }
 }
 
 void MirrorDevice::Submit(BioPtr bio) {
@@ -58,45 +125,109 @@ void MirrorDevice::Submit(BioPtr bio) {
   r->len = bio->Length();
   r->first_leg = next_leg_.fetch_add(1, std::memory_order_relaxed) % legs_.size();
   r->parent = std::move(bio);
-  auto c = Bio::Make(BioOp::kRead, r->offset, Stability::kStable);
+  const uint64_t b0 = r->offset / kBlock, b1 = (r->offset + r->len) / kBlock;
+  if (Missed(r->first_leg, b0, b1)) {  // a leg that missed none of these blocks, else block by block
+    size_t tries = 1;
+    while (tries < legs_.size() && Missed((r->first_leg + tries) % legs_.size(), b0, b1)) tries++;
+    if (tries == legs_.size()) {
+      r->first_error = Status::IoError("every mirror leg missed a write of some block of the range");
+      return StartRecovery(r);
+    }
+    r->first_leg = (r->first_leg + tries) % legs_.size();
+  }
+  auto c = Bio::Make(BioOp::kRead, data_offset_ + r->offset, Stability::kStable);
   c->segments = r->segs;
   c->on_complete = [this, r](BioPtr, Status st) {
     if (st.ok()) return Bio::Complete(std::move(r->parent), Status::Ok());
     r->first_error = st.WithContext(fmt::format("mirror leg {}", r->first_leg));
-    // Recover with writes to the range held off, so a good copy we read is
-    // still the newest when we write it over a bad one.
-    locks_.Acquire(r->offset, r->offset + r->len, [this, r](RangeLock::Ticket t) {
-      r->ticket = t;
-      r->flat = AllocAligned(r->len);
-      RecoverBlock(r);
-    });
+    StartRecovery(r);
   };
   legs_[r->first_leg]->Submit(std::move(c));
+}
+
+// Recover with writes to the range held off, so a good copy we read is
+// still the newest when we write it over a bad one.
+void MirrorDevice::StartRecovery(std::shared_ptr<Read> r) {
+  locks_.Acquire(r->offset, r->offset + r->len, [this, r](RangeLock::Ticket t) {
+    r->ticket = t;
+    r->flat = AllocAligned(r->len);
+    RecoverBlock(r);
+  });
 }
 
 void MirrorDevice::SubmitWrite(BioPtr bio) {
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   const uint64_t off = bio->offset, len = bio->Length();
+  auto [r0, r1] = intent_->Regions(off, len);
   auto holder = std::make_shared<BioPtr>(std::move(bio));
-  locks_.Acquire(off, off + len, [this, holder, off](RangeLock::Ticket t) {
-    BioPtr parent = std::move(*holder);
-    const std::vector<BioSegment> segs = parent->segments;
-    const Stability level = parent->stability;
-    auto join = BioJoin::Start(std::move(parent), [this, t](BioPtr p, Status st) {
-      locks_.Release(t);
-      if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
-      Bio::Complete(std::move(p), std::move(st));
-    });
-    for (size_t i = 0; i < legs_.size(); i++) {
-      auto c = join->Child(BioOp::kWrite, off, level);
-      c->segments = segs;
-      auto counted = std::move(c->on_complete);
-      c->on_complete = [counted = std::move(counted), i](BioPtr b, Status st) {
-        counted(std::move(b), st.WithContext(fmt::format("mirror leg {}", i)));
-      };
-      legs_[i]->Submit(std::move(c));
+  // 1. The regions' bits are durable on every leg; 2. the range is ours.
+  intent_->BeginWrite(r0, r1, [this, holder, off, len, r0, r1](Status st) {
+    if (!st.ok()) {
+      intent_->EndWrite(r0, r1);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(*holder), st.WithContext("mirror"));
     }
-    join->Arm();
+    locks_.Acquire(off, off + len, [this, holder, r0, r1](RangeLock::Ticket t) {
+      WriteLegs(std::move(*holder), t, r0, r1);
+    });
+  });
+}
+
+void MirrorDevice::WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, uint64_t r1) {
+  const uint64_t off = parent->offset, len = parent->Length();
+  const std::vector<BioSegment> segs = parent->segments;
+  const Stability level = parent->stability;
+  struct Failed {
+    std::mutex mu;
+    std::vector<size_t> legs;
+  };
+  auto failed = std::make_shared<Failed>();
+  auto join = BioJoin::Start(std::move(parent), [this, t, failed, off, len, r0, r1](BioPtr p, Status st) {
+    locks_.Release(t);
+    std::vector<size_t> f;
+    {
+      std::lock_guard lk(failed->mu);
+      f = failed->legs;
+    }
+    FinishWrite(std::move(p), std::move(st), std::move(f), off, len, r0, r1);
+  });
+  for (size_t i = 0; i < legs_.size(); i++) {
+    auto c = join->Child(BioOp::kWrite, data_offset_ + off, level);
+    c->segments = segs;
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [counted = std::move(counted), i, failed](BioPtr b, Status st) {
+      if (!st.ok()) {
+        std::lock_guard lk(failed->mu);
+        failed->legs.push_back(i);
+      }
+      counted(std::move(b), st.WithContext(fmt::format("mirror leg {}", i)));
+    };
+    legs_[i]->Submit(std::move(c));
+  }
+  join->Arm();
+}
+
+// Legs that took the write no longer miss its blocks; legs that failed it
+// now do, and are behind: their events stay behind on the medium (bumped
+// on the others) before the write fails, so even a crash right after
+// leaves them stale for the next assembly.
+void MirrorDevice::FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, uint64_t off, uint64_t len,
+                               uint64_t r0, uint64_t r1) {
+  const uint64_t b0 = off / kBlock, b1 = (off + len) / kBlock;
+  for (size_t i = 0; i < legs_.size(); i++)
+    if (std::find(failed.begin(), failed.end(), i) == failed.end()) ClearMissed(i, b0, b1);
+  for (size_t i : failed) MarkMissed(i, b0, b1);
+  intent_->EndWrite(r0, r1);
+  if (failed.empty()) return Bio::Complete(std::move(parent), std::move(st));
+  counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  const size_t leg = failed.back();
+  failed.pop_back();
+  auto holder = std::make_shared<BioPtr>(std::move(parent));
+  members_->LegFailedWrite(leg, [this, holder, st, failed = std::move(failed)](Status bump) mutable {
+    Status result = bump.ok() ? st : st.WithContext(fmt::format("(and the events bump failed: {})", bump.message()));
+    if (failed.empty()) return Bio::Complete(std::move(*holder), std::move(result));
+    // One more failed leg: recurse through FinishWrite's tail with no range.
+    FinishWrite(std::move(*holder), std::move(result), std::move(failed), 0, 0, 0, 0);
   });
 }
 
@@ -104,7 +235,10 @@ void MirrorDevice::SubmitWrite(BioPtr bio) {
 // the first leg that can, so one bad block on each leg still reads.
 void MirrorDevice::RecoverBlock(std::shared_ptr<Read> r) {
   const size_t leg = (r->first_leg + r->tries) % legs_.size();
-  auto c = Bio::Make(BioOp::kRead, r->offset + r->block * kBlock, Stability::kStable);
+  const uint64_t block = r->offset / kBlock + r->block;
+  if (Missed(leg, block, block + 1))  // its copy is older than the last write: rewritten below
+    return BlockRead(std::move(r), leg, Status::IoError(fmt::format("mirror leg {} missed a write of this block", leg)));
+  auto c = Bio::Make(BioOp::kRead, data_offset_ + r->offset + r->block * kBlock, Stability::kStable);
   c->AddSegment(r->flat.get() + r->block * kBlock, kBlock);
   c->on_complete = [this, r, leg](BioPtr, Status st) { BlockRead(r, leg, std::move(st)); };
   legs_[leg]->Submit(std::move(c));
@@ -145,11 +279,13 @@ void MirrorDevice::Repair(std::shared_ptr<Read> r, Status result) {
     Bio::Complete(std::move(r->parent), std::move(result));
   });
   for (auto [block, leg] : r->repairs) {
-    auto c = join->Child(BioOp::kWrite, r->offset + block * kBlock, Stability::kStable);
+    auto c = join->Child(BioOp::kWrite, data_offset_ + r->offset + block * kBlock, Stability::kStable);
     c->AddSegment(r->flat.get() + block * kBlock, kBlock);
     auto counted = std::move(c->on_complete);
-    c->on_complete = [this, counted = std::move(counted)](BioPtr b, Status st) {
+    const uint64_t dev_block = r->offset / kBlock + block;
+    c->on_complete = [this, counted = std::move(counted), leg, dev_block](BioPtr b, Status st) {
       if (st.ok()) counters_.repairs.fetch_add(1, std::memory_order_relaxed);
+      if (st.ok()) ClearMissed(leg, dev_block, dev_block + 1);
       counted(std::move(b), std::move(st));
     };
     legs_[leg]->Submit(std::move(c));
@@ -177,9 +313,9 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
   std::vector<std::vector<std::string>> errors(n, std::vector<std::string>(blocks));
   for (size_t i = 0; i < n; i++) {
     bufs[i] = AllocAligned(len);
-    if (ReadSync(*legs_[i], offset, bufs[i].get(), len).ok()) continue;
+    if (ReadSync(*legs_[i], data_offset_ + offset, bufs[i].get(), len).ok()) continue;
     for (uint64_t b = 0; b < blocks; b++) {  // find which blocks
-      Status st = ReadSync(*legs_[i], offset + b * kBlock, bufs[i].get() + b * kBlock, kBlock);
+      Status st = ReadSync(*legs_[i], data_offset_ + offset + b * kBlock, bufs[i].get() + b * kBlock, kBlock);
       if (!st.ok()) errors[i][b] = st.message();
     }
   }

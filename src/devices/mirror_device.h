@@ -1,8 +1,23 @@
 // MirrorDevice: RAID-1 over N >= 2 legs, each a whole stack.
 //
-// Writes go to every leg and complete when all have; the first leg error
-// fails the write (the page cache keeps the page dirty and retries), so no
-// leg is ever silently behind an acknowledged write. Reads rotate over the
+// On the medium (doc/mirror_parity_format.md): every leg starts with a
+// member record ("SCMIRROR": set uuid, leg count, role, events) and a
+// write-intent bitmap; data starts at data_offset(), so the device is that
+// much smaller than its smallest leg. Create assembles the set
+// (block/member_set.h): blank legs are formatted; otherwise another set's
+// leg, a wrong leg count or two legs in one role is an error naming both;
+// legs are placed by their recorded role; a blank or stale leg (fewer
+// events) is rebuilt whole from a current leg, and the regions the bitmap
+// marks dirty (a crash mid-write) are copied from one current leg to the
+// others, all before Create returns (progress via MirrorOptions::progress).
+//
+// Writes set their regions' bits in the bitmap on every leg first (durable,
+// group-committed), then go to every leg and complete when all have; the
+// first leg error fails the write (the page cache keeps the page dirty and
+// retries). A leg that failed a write is behind: its events are left
+// behind on the medium (the next assembly rebuilds it), the blocks it
+// missed are never read from it, and they stay marked in the bitmap until
+// a later write or a read's repair rewrites them on that leg. Reads rotate over the
 // legs. A read that fails on a leg (an integrity error from a layer below,
 // an I/O error) is recovered block by block under a range lock that keeps
 // writes out: each 4 KiB block comes from the first leg that can read it,
@@ -23,6 +38,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <set>
 #include <vector>
 
 #include "block/fanout_device.h"
@@ -32,6 +49,7 @@ namespace stablecache {
 
 struct MirrorOptions {
   Stability required = Stability::kDeclaredStable;
+  ResyncProgressFn progress;  // called while Create resyncs legs
 };
 
 class MirrorDevice final : public FanoutDevice {
@@ -42,8 +60,18 @@ class MirrorDevice final : public FanoutDevice {
 
  private:
   struct Read;
-  MirrorDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const MirrorOptions& opts);
+  MirrorDevice(SetMembers m, const MirrorOptions& opts);
+  ResyncHooks Hooks(size_t source);
+  Status CopyRange(size_t source, const std::vector<size_t>& to, uint64_t off, uint64_t len);
   void SubmitWrite(BioPtr bio);
+  void WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, uint64_t r1);
+  void FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, uint64_t off, uint64_t len, uint64_t r0,
+                   uint64_t r1);
+  // Blocks [b0, b1) some leg missed (a failed write): never read from it.
+  bool Missed(size_t leg, uint64_t b0, uint64_t b1) const;
+  void MarkMissed(size_t leg, uint64_t b0, uint64_t b1);
+  void ClearMissed(size_t leg, uint64_t b0, uint64_t b1);
+  void StartRecovery(std::shared_ptr<Read> r);
   void RecoverBlock(std::shared_ptr<Read> r);
   void BlockRead(std::shared_ptr<Read> r, size_t leg, Status st);
   void Repair(std::shared_ptr<Read> r, Status result);
@@ -53,6 +81,9 @@ class MirrorDevice final : public FanoutDevice {
 
   RangeLock locks_;
   std::atomic<uint64_t> next_leg_{0};
+  mutable std::mutex missed_mu_;
+  std::vector<std::set<uint64_t>> missed_;  // GUARDED_BY(missed_mu_) per leg: device block numbers
+  std::atomic<size_t> missed_count_{0};
 };
 
 }  // namespace stablecache

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <future>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -35,6 +37,8 @@ struct ParityDevice::WriteOp {
   Status first_error;                 // GUARDED_BY(mu)
   std::shared_ptr<std::byte> old;     // per unreadable slot: the stripe's old covered chunks + old parity
   std::vector<uint64_t> rebuilt;      // slots, written back with the stripe
+  uint64_t r0 = 0, r1 = 0;            // bitmap regions held
+  std::vector<size_t> failed_legs;    // GUARDED_BY(mu) legs that failed the data/parity write
 };
 
 // A read; the rebuild state is used only when a leg failed.
@@ -58,28 +62,144 @@ Result<std::shared_ptr<ParityDevice>> ParityDevice::Create(std::vector<std::shar
     if (legs[i]->Info().logical_block_size > kChunk)
       return Err(Status::InvalidArgument(fmt::format("parity leg {} has {}-byte blocks; chunks are 4096 bytes", i,
                                                      legs[i]->Info().logical_block_size)));
-  auto dev = std::shared_ptr<ParityDevice>(new ParityDevice(std::move(legs), opts));
+  auto m = ReadMembers(std::move(legs), {.magic = "SCPARITY", .layer = "parity", .chunk_bytes = kChunk, .max_stale = 1});
+  if (!m) return Err(m.error());
+  auto dev = std::shared_ptr<ParityDevice>(new ParityDevice(std::move(*m), opts));
   if (dev->info_.size_bytes == 0) return Err(Status::NoSpace("parity: a leg has no room for one stripe"));
+  if (Status st = dev->members_->Assemble(dev->Hooks(), opts.progress); !st.ok()) return Err(st);
+  // Dirty stripes whose data could not be read stay parity-may-be-stale,
+  // held in the bitmap, so no reconstruction ever uses their parity.
+  for (uint64_t st : dev->stale_at_assembly_) dev->MarkStale(st, st + 1);
+  for (uint64_t st : dev->stale_at_assembly_) {  // wait until the pins are on the medium
+    auto done = std::make_shared<std::promise<Status>>();
+    auto [r0, r1] = dev->intent_->Regions(st * kChunk, kChunk);
+    dev->intent_->BeginWrite(r0, r1, [done](Status s) { done->set_value(s); });
+    Status s = done->get_future().get();
+    dev->intent_->EndWrite(r0, r1);
+    if (!s.ok()) return Err(s);
+  }
   return dev;
 }
 
-ParityDevice::ParityDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const ParityOptions& opts)
-    : FanoutDevice(std::move(legs), "parity", opts.required) {
-  uint64_t leg_size = UINT64_MAX;
-  for (const auto& l : legs_) leg_size = std::min(leg_size, l->Info().size_bytes);
-  info_.size_bytes = leg_size / kChunk * data_legs() * kChunk;
+ParityDevice::ParityDevice(SetMembers m, const ParityOptions& opts) : FanoutDevice(m.legs, "parity", opts.required) {
+  info_.size_bytes = m.layout.data_size / kChunk * data_legs() * kChunk;
   info_.logical_block_size = kChunk;
+  AttachSet(std::move(m));
+}
+
+ResyncHooks ParityDevice::Hooks() {
+  ResyncHooks h;
+  h.resync_dirty = [this](uint64_t off, uint64_t len) { return ResyncStripes(off / kChunk, (off + len) / kChunk); };
+  h.rebuild = [this](size_t leg, uint64_t off, uint64_t len) {
+    return RebuildLeg(leg, off / kChunk, (off + len) / kChunk);
+  };
+  h.stale_leg_needs_clean_regions = true;
+  return h;
+}
+
+// Assembly: recomputes the parity of stripes [s0, s1) from their data. A
+// stripe with an unreadable data chunk keeps its parity and is marked
+// stale (its lost chunk can never be rebuilt from it).
+Status ParityDevice::ResyncStripes(uint64_t s0, uint64_t s1) {
+  const size_t n = legs_.size();
+  const uint64_t count = s1 - s0;
+  std::vector<std::shared_ptr<std::byte>> bufs(n);
+  std::vector<std::vector<bool>> bad(n, std::vector<bool>(count, false));
+  for (size_t leg = 0; leg < n; leg++) {
+    bufs[leg] = AllocAligned(count * kChunk);
+    const uint64_t at = data_offset_ + s0 * kChunk;
+    if (ReadSync(*legs_[leg], at, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
+    for (uint64_t i = 0; i < count; i++)
+      bad[leg][i] = !ReadSync(*legs_[leg], at + i * kChunk, bufs[leg].get() + i * kChunk, kChunk).ok();
+  }
+  auto parity = AllocAligned(kChunk);
+  std::vector<void*> vec(n);
+  for (uint64_t i = 0; i < count; i++) {
+    const uint64_t s = s0 + i;
+    const size_t pleg = ParityPlace(s).leg;
+    bool lost = false;
+    size_t j = 0;
+    for (size_t leg = 0; leg < n; leg++) {
+      if (leg == pleg) continue;
+      lost |= bad[leg][i];
+      vec[j++] = bufs[leg].get() + i * kChunk;
+    }
+    if (lost) {
+      stale_at_assembly_.push_back(s);
+      continue;
+    }
+    vec[n - 1] = parity.get();
+    xor_gen(static_cast<int>(n), kChunk, vec.data());
+    if (!bad[pleg][i] && std::memcmp(parity.get(), bufs[pleg].get() + i * kChunk, kChunk) == 0) continue;
+    SC_RETURN_IF_ERROR(WriteSync(*legs_[pleg], data_offset_ + s * kChunk, parity.get(), kChunk));
+  }
+  return Status::Ok();
+}
+
+// Assembly: leg `leg`'s chunks of stripes [s0, s1) as the XOR of the others.
+Status ParityDevice::RebuildLeg(size_t leg, uint64_t s0, uint64_t s1) {
+  const size_t n = legs_.size();
+  const uint32_t len = static_cast<uint32_t>((s1 - s0) * kChunk);
+  std::vector<std::shared_ptr<std::byte>> bufs;
+  std::vector<void*> vec;
+  for (size_t l = 0; l < n; l++) {
+    if (l == leg) continue;
+    bufs.push_back(AllocAligned(len));
+    SC_RETURN_IF_ERROR(ReadSync(*legs_[l], data_offset_ + s0 * kChunk, bufs.back().get(), len)
+                           .WithContext(fmt::format("parity leg {} (needed to rebuild leg {})", l, leg)));
+  }
+  auto out = AllocAligned(len);
+  for (uint64_t i = 0; i < s1 - s0; i++) {
+    vec.clear();
+    for (auto& b : bufs) vec.push_back(b.get() + i * kChunk);
+    vec.push_back(out.get() + i * kChunk);
+    xor_gen(static_cast<int>(n), kChunk, vec.data());
+  }
+  return WriteSync(*legs_[leg], data_offset_ + s0 * kChunk, out.get(), len);
+}
+
+bool ParityDevice::StripeStale(uint64_t stripe) const { return FirstStale(stripe, stripe + 1).has_value(); }
+
+size_t ParityDevice::StaleStripes() const {
+  std::lock_guard lk(stale_mu_);
+  return stale_stripes_.size();
+}
+
+std::optional<uint64_t> ParityDevice::FirstStale(uint64_t s0, uint64_t s1) const {
+  std::lock_guard lk(stale_mu_);
+  auto it = stale_stripes_.lower_bound(s0);
+  if (it != stale_stripes_.end() && *it < s1) return *it;
+  return std::nullopt;
+}
+
+// Each stale stripe holds its bitmap region set until its parity is recomputed.
+void ParityDevice::MarkStale(uint64_t s0, uint64_t s1) {
+  std::lock_guard lk(stale_mu_);
+  for (uint64_t s = s0; s < s1; s++) {
+    if (!stale_stripes_.insert(s).second) continue;
+    auto [r0, r1] = intent_->Regions(s * kChunk, kChunk);
+    intent_->Pin(r0, r1, [](Status) {});
+  }
+}
+
+void ParityDevice::ClearStale(uint64_t s0, uint64_t s1) {
+  std::lock_guard lk(stale_mu_);
+  for (auto it = stale_stripes_.lower_bound(s0); it != stale_stripes_.end() && *it < s1;) {
+    auto [r0, r1] = intent_->Regions(*it * kChunk, kChunk);
+    intent_->Unpin(r0, r1);
+    it = stale_stripes_.erase(it);
+  }
 }
 
 ParityDevice::Place ParityDevice::ParityPlace(uint64_t stripe) const {
   const size_t n = legs_.size();
-  return Place{n - 1 - stripe % n, stripe * kChunk};
+  return Place{n - 1 - stripe % n, data_offset_ + stripe * kChunk};
 }
 
 ParityDevice::Place ParityDevice::DataPlace(uint64_t block) const {
   const uint64_t stripe = block / data_legs();
   const size_t d = block % data_legs();
-  return Place{(ParityPlace(stripe).leg + 1 + d) % legs_.size(), stripe * kChunk};
+  return Place{(ParityPlace(stripe).leg + 1 + d) % legs_.size(), data_offset_ + stripe * kChunk};
 }
 
 void ParityDevice::Submit(BioPtr bio) {
@@ -102,9 +222,18 @@ void ParityDevice::SubmitWrite(BioPtr bio) {
   op->s1 = (op->first_block + op->blocks.size() - 1) / data_legs() + 1;
   op->scratch = AllocAligned((op->s1 - op->s0) * legs_.size() * kChunk);
   op->parent = std::move(bio);
-  stripe_locks_.Acquire(op->s0, op->s1, [this, op](RangeLock::Ticket t) {
-    op->ticket = t;
-    ReadRestOfStripes(op);
+  std::tie(op->r0, op->r1) = intent_->Regions(op->s0 * kChunk, (op->s1 - op->s0) * kChunk);
+  // 1. The stripes' bitmap bits are durable on every leg; 2. the stripes are ours.
+  intent_->BeginWrite(op->r0, op->r1, [this, op](Status st) {
+    if (!st.ok()) {
+      intent_->EndWrite(op->r0, op->r1);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(op->parent), st.WithContext("parity"));
+    }
+    stripe_locks_.Acquire(op->s0, op->s1, [this, op](RangeLock::Ticket t) {
+      op->ticket = t;
+      ReadRestOfStripes(op);
+    });
   });
 }
 
@@ -153,10 +282,43 @@ void ParityDevice::ReadRestOfStripes(std::shared_ptr<WriteOp> op) {
   join->Arm();
 }
 
+// Fails a write before it wrote anything: the stripes are unchanged.
 void ParityDevice::FailWrite(std::shared_ptr<WriteOp> op, const Status& st) {
   counters_.errors.fetch_add(1, std::memory_order_relaxed);
   stripe_locks_.Release(op->ticket);
+  intent_->EndWrite(op->r0, op->r1);
   Bio::Complete(std::move(op->parent), st);
+}
+
+// The data and parity writes ended. All legs took them: every stripe's
+// parity is the XOR of its data again. A leg failed: the stripes' parity
+// may be stale (marked before the stripe lock is released, so no rebuild
+// can use it), and the failed legs are behind (events bumped on the others
+// before the write fails).
+void ParityDevice::EndWrite(std::shared_ptr<WriteOp> op, Status st, BioPtr parent) {
+  std::vector<size_t> failed;
+  {
+    std::lock_guard lk(op->mu);
+    failed = op->failed_legs;
+  }
+  if (failed.empty()) ClearStale(op->s0, op->s1);
+  else MarkStale(op->s0, op->s1);
+  stripe_locks_.Release(op->ticket);
+  intent_->EndWrite(op->r0, op->r1);
+  if (failed.empty()) {
+    counters_.repairs.fetch_add(op->rebuilt.size(), std::memory_order_relaxed);
+    return Bio::Complete(std::move(parent), std::move(st));
+  }
+  counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  std::sort(failed.begin(), failed.end());
+  failed.erase(std::unique(failed.begin(), failed.end()), failed.end());
+  auto holder = std::make_shared<BioPtr>(std::move(parent));
+  auto remaining = std::make_shared<std::atomic<size_t>>(failed.size());
+  auto result = std::make_shared<Status>(std::move(st));
+  for (size_t leg : failed)
+    members_->LegFailedWrite(leg, [holder, remaining, result](Status) {
+      if (remaining->fetch_sub(1) == 1) Bio::Complete(std::move(*holder), *result);
+    });
 }
 
 // A chunk the write needed could not be read: rebuild it from the stripe's
@@ -169,6 +331,12 @@ void ParityDevice::RebuildForWrite(std::shared_ptr<WriteOp> op) {
     std::lock_guard lk(op->mu);
     slots.assign(op->unreadable.begin(), op->unreadable.end());
   }
+  for (uint64_t slot : slots)
+    if (auto stale = FirstStale(op->s0 + slot / n, op->s0 + slot / n + 1))
+      return FailWrite(op, op->first_error.WithContext(fmt::format(
+                               "parity: a chunk of stripe {} is unreadable and the stripe's parity may be stale (a "
+                               "write to it failed); refusing to rebuild the chunk from it",
+                               *stale)));
   for (size_t i = 1; i < slots.size(); i++)
     if (slots[i] / n == slots[i - 1] / n)
       return FailWrite(op, op->first_error.WithContext(fmt::format(
@@ -236,14 +404,14 @@ void ParityDevice::WriteDataAndParity(std::shared_ptr<WriteOp> op) {
     runs.Add(p.leg, p.offset, op->scratch.get() + slot * kChunk, s);
   }
   const Stability level = op->parent->stability;  // parity scratch is stable; the payload says its own
-  auto join = BioJoin::Start(std::move(op->parent), [this, op](BioPtr parent, Status st) {
-    stripe_locks_.Release(op->ticket);
-    if (!st.ok()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
-    if (st.ok()) counters_.repairs.fetch_add(op->rebuilt.size(), std::memory_order_relaxed);
-    Bio::Complete(std::move(parent), std::move(st));
-  });
-  SubmitRuns(join, BioOp::kWrite, level, runs, [](Bio& c, LegRuns::Run& r) {
-    c.on_complete = [counted = std::move(c.on_complete), leg = r.leg](BioPtr b, Status st) {
+  auto join = BioJoin::Start(std::move(op->parent),
+                             [this, op](BioPtr parent, Status st) { EndWrite(op, std::move(st), std::move(parent)); });
+  SubmitRuns(join, BioOp::kWrite, level, runs, [op](Bio& c, LegRuns::Run& r) {
+    c.on_complete = [op, counted = std::move(c.on_complete), leg = r.leg](BioPtr b, Status st) {
+      if (!st.ok()) {
+        std::lock_guard lk(op->mu);
+        op->failed_legs.push_back(leg);
+      }
       counted(std::move(b), st.WithContext(fmt::format("parity leg {}", leg)));
     };
   });
@@ -269,7 +437,7 @@ void ParityDevice::SubmitRead(BioPtr bio) {
       any_failed = !op->failed.empty();
     }
     if (!any_failed) return Bio::Complete(std::move(op->parent), Status::Ok());
-    Rebuild(op);
+    FindFailedBlocks(op);
   });
   SubmitRuns(join, BioOp::kRead, Stability::kStable, runs, [op](Bio& c, LegRuns::Run& r) {
     c.on_complete = [op, counted = std::move(c.on_complete), tags = std::move(r.tags), leg = r.leg](BioPtr b,
@@ -282,6 +450,41 @@ void ParityDevice::SubmitRead(BioPtr bio) {
       counted(std::move(b), Status::Ok());  // a failed leg is rebuilt, not passed up
     };
   });
+  join->Arm();
+}
+
+// A leg failed a run of several blocks: re-read each block alone, so only
+// the blocks that really fail are rebuilt and repaired.
+void ParityDevice::FindFailedBlocks(std::shared_ptr<ReadOp> op) {
+  std::vector<uint64_t> failed;
+  {
+    std::lock_guard lk(op->mu);
+    failed.assign(op->failed.begin(), op->failed.end());
+  }
+  if (failed.size() == 1) return Rebuild(op);
+  auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status) {
+    bool any;
+    {
+      std::lock_guard lk(op->mu);
+      any = !op->failed.empty();
+    }
+    if (!any) return Bio::Complete(std::move(op->parent), Status::Ok());
+    Rebuild(op);
+  });
+  for (uint64_t i : failed) {
+    Place p = DataPlace(op->first_block + i);
+    auto c = join->Child(BioOp::kRead, p.offset, Stability::kStable);
+    c->AddSegment(op->blocks[i], kChunk);
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [op, i, counted = std::move(counted)](BioPtr b, Status st) {
+      if (st.ok()) {
+        std::lock_guard lk(op->mu);
+        op->failed.erase(i);
+      }
+      counted(std::move(b), Status::Ok());
+    };
+    legs_[p.leg]->Submit(std::move(c));
+  }
   join->Arm();
 }
 
@@ -300,6 +503,23 @@ void ParityDevice::Rebuild(std::shared_ptr<ReadOp> op) {
 // Under the stripe lock: reads the other N-1 chunks of each lost block's stripe.
 void ParityDevice::RebuildRead(std::shared_ptr<ReadOp> op) {
   const size_t n = legs_.size(), k = data_legs();
+  for (uint64_t lost : op->lost) {
+    const uint64_t block = op->first_block + lost;
+    auto stale = FirstStale(block / k, block / k + 1);
+    if (!stale) continue;
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    stripe_locks_.Release(op->ticket);
+    Status first;
+    {
+      std::lock_guard lk(op->mu);
+      first = op->first_error;
+    }
+    return Bio::Complete(std::move(op->parent),
+                         first.WithContext(fmt::format(
+                             "parity: block {} cannot be read and stripe {}'s parity may be stale (a write to the "
+                             "stripe failed); refusing to rebuild the block from it",
+                             block, *stale)));
+  }
   op->scratch = AllocAligned(op->lost.size() * (n - 1) * kChunk);
   LegRuns runs(n);
   for (size_t i = 0; i < op->lost.size(); i++) {
@@ -309,7 +529,7 @@ void ParityDevice::RebuildRead(std::shared_ptr<ReadOp> op) {
     std::byte* dst = op->scratch.get() + i * (n - 1) * kChunk;
     for (size_t leg = 0; leg < n; leg++) {
       if (leg == lost_leg) continue;
-      runs.Add(leg, s * kChunk, dst, i);
+      runs.Add(leg, data_offset_ + s * kChunk, dst, i);
       dst += kChunk;
     }
   }
@@ -405,9 +625,10 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
     std::vector<std::string> why(count);
     std::vector<size_t> failed(count, 0);
     for (size_t leg = 0; leg < n; leg++) {
-      if (ReadSync(*legs_[leg], s0 * kChunk, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
+      const uint64_t at = data_offset_ + s0 * kChunk;
+      if (ReadSync(*legs_[leg], at, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
       for (uint64_t i = 0; i < count; i++) {
-        Status st = ReadSync(*legs_[leg], (s0 + i) * kChunk, bufs[leg].get() + i * kChunk, kChunk);
+        Status st = ReadSync(*legs_[leg], at + i * kChunk, bufs[leg].get() + i * kChunk, kChunk);
         if (st.ok()) continue;
         failed[i]++;
         why[i] += fmt::format("{}leg {}: {}", why[i].empty() ? "" : "; ", leg, st.message());

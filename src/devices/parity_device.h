@@ -20,6 +20,26 @@
 // stripe and reports, by stripe number, those whose parity is not the XOR
 // of their data (md's mismatch_cnt, with the stripes named).
 //
+// On the medium (doc/mirror_parity_format.md): every leg starts with a
+// member record ("SCPARITY": set uuid, leg count, role, events) and a
+// write-intent bitmap; chunks start at data_offset(). Legs are placed by
+// their recorded role (the parity rotation depends on it). Create
+// assembles the set (block/member_set.h) before serving I/O: it recomputes
+// the parity of every region the bitmap marks dirty (a crash mid-stripe:
+// the write hole), and rebuilds one blank or stale leg whole from the
+// others. A set that is both dirty and missing a leg fails to assemble
+// (the lost chunks of dirty stripes cannot be rebuilt).
+//
+// No write hole at runtime: every write sets its regions' bits durably
+// first. A write that fails on any leg leaves its stripes "parity may be
+// stale": remembered in memory and held set in the bitmap. Rebuilding a
+// chunk of such a stripe (a degraded read, or a degraded write) fails with
+// an error naming the stripe instead of XORing old and new chunks; the
+// next write of the stripe that reads or covers every data chunk
+// recomputes its parity and clears the mark. Multi-block reads that fail
+// on a leg are re-read block by block, so only the blocks that really fail
+// are rebuilt and repaired.
+//
 // Needs `required` stability (default kDeclaredStable): parity is computed
 // from the payload before the legs read it, so bytes that change during the
 // write leave parity that does not match the data. Bounces bios that carry
@@ -28,6 +48,9 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <vector>
 
 #include "block/fanout_device.h"
@@ -38,6 +61,7 @@ namespace stablecache {
 
 struct ParityOptions {
   Stability required = Stability::kDeclaredStable;
+  ResyncProgressFn progress;  // called while Create resyncs
 };
 
 class ParityDevice final : public FanoutDevice {
@@ -54,11 +78,22 @@ class ParityDevice final : public FanoutDevice {
   Place DataPlace(uint64_t block) const;    // 4 KiB data block of this device
   Place ParityPlace(uint64_t stripe) const;
   size_t data_legs() const { return legs_.size() - 1; }
+  // Stripes whose parity may be stale (a write to them failed).
+  bool StripeStale(uint64_t stripe) const;
+  size_t StaleStripes() const;
 
  private:
   struct WriteOp;
   struct ReadOp;
-  ParityDevice(std::vector<std::shared_ptr<BlockDevice>> legs, const ParityOptions& opts);
+  ParityDevice(SetMembers m, const ParityOptions& opts);
+  ResyncHooks Hooks();
+  Status ResyncStripes(uint64_t s0, uint64_t s1);
+  Status RebuildLeg(size_t leg, uint64_t s0, uint64_t s1);
+  // Marks stripes [s0, s1) parity-may-be-stale (held in the bitmap) or clears them.
+  void MarkStale(uint64_t s0, uint64_t s1);
+  void ClearStale(uint64_t s0, uint64_t s1);
+  std::optional<uint64_t> FirstStale(uint64_t s0, uint64_t s1) const;
+  void EndWrite(std::shared_ptr<WriteOp> op, Status st, BioPtr parent);
   void SubmitWrite(BioPtr bio);
   void ReadRestOfStripes(std::shared_ptr<WriteOp> op);
   void RebuildForWrite(std::shared_ptr<WriteOp> op);
@@ -66,6 +101,7 @@ class ParityDevice final : public FanoutDevice {
   void FailWrite(std::shared_ptr<WriteOp> op, const Status& st);
   void SubmitRead(BioPtr bio);
   void Rebuild(std::shared_ptr<ReadOp> op);
+  void FindFailedBlocks(std::shared_ptr<ReadOp> op);
   void RebuildRead(std::shared_ptr<ReadOp> op);
   void FinishRebuild(std::shared_ptr<ReadOp> op);
   std::pair<uint64_t, uint64_t> StripeRange(uint64_t offset, uint64_t len) const;  // [first, end)
@@ -76,6 +112,9 @@ class ParityDevice final : public FanoutDevice {
                   const std::function<void(Bio&, LegRuns::Run&)>& decorate = {});
 
   RangeLock stripe_locks_;  // ranges in stripe numbers
+  mutable std::mutex stale_mu_;
+  std::set<uint64_t> stale_stripes_;  // GUARDED_BY(stale_mu_)
+  std::vector<uint64_t> stale_at_assembly_;  // dirty stripes assembly could not resync
 };
 
 }  // namespace stablecache

@@ -83,7 +83,7 @@ TEST(Mirror, WritesReachEveryLeg) {
   ASSERT_TRUE(WriteSync(*m, 8192, data.data(), data.size()).ok());
   for (auto& mem : mems) {
     Bytes raw(data.size());
-    mem->ReadRaw(8192, raw.data(), raw.size());
+    mem->ReadRaw(m->data_offset() + 8192, raw.data(), raw.size());
     EXPECT_EQ(raw, data);
   }
   for (int i = 0; i < 3; i++) EXPECT_EQ(ReadAll(*m, 8192, 12288), data);  // every leg in turn
@@ -96,15 +96,15 @@ TEST(Mirror, ScrubNamesTheDivergedBlocks) {
   auto data = Pattern(64 << 10, 2);
   ASSERT_TRUE(WriteSync(*m, 0, data.data(), data.size()).ok());
   std::byte evil{0x5a};
-  mems[1]->WriteRaw(3 * 4096 + 100, &evil, 1);
-  mems[0]->WriteRaw(9 * 4096, &evil, 1);
+  mems[1]->WriteRaw(m->data_offset() + 3 * 4096 + 100, &evil, 1);
+  mems[0]->WriteRaw(m->data_offset() + 9 * 4096, &evil, 1);
   ScrubReport r = ScrubOf(*m);
   EXPECT_EQ(r.mirror_divergence, 2u);
   ASSERT_EQ(r.findings.size(), 2u);
   EXPECT_EQ(r.findings[0].block, 3u);
   EXPECT_EQ(r.findings[1].block, 9u);
   EXPECT_EQ(r.findings[0].kind, ScrubFinding::Kind::kMirrorDivergence);
-  EXPECT_EQ(r.blocks_checked, (1u << 20) / 4096);
+  EXPECT_EQ(r.blocks_checked, m->Info().size_bytes / 4096);
   EXPECT_EQ(Top(*m).mirror_divergence, 2u);
 }
 
@@ -116,9 +116,10 @@ TEST(Mirror, AReadRepairsALegThatIntegrityCaughtCorrupt) {
   auto data = Pattern(8192, 3);
   ASSERT_TRUE(WriteSync(*m, 4096, data.data(), data.size()).ok());
   std::byte evil{0x00};
-  mems[1]->WriteRaw(i1->LowerOffset(1) + 7, &evil, 1);  // rot on leg 1, behind its integrity layer
+  const uint64_t d = m->data_offset();
+  mems[1]->WriteRaw(i1->LowerOffset((d + 4096) / 4096) + 7, &evil, 1);  // rot on leg 1, behind its integrity layer
   Status leg_st;
-  ReadAll(*i1, 4096, 4096, &leg_st);
+  ReadAll(*i1, d + 4096, 4096, &leg_st);
   ASSERT_EQ(leg_st.code(), Code::kIntegrityError);
   for (int i = 0; i < 2; i++) EXPECT_EQ(ReadAll(*m, 4096, 8192), data);  // one of these hits leg 1
   LayerStats s = Top(*m);
@@ -126,7 +127,7 @@ TEST(Mirror, AReadRepairsALegThatIntegrityCaughtCorrupt) {
   EXPECT_EQ(s.repairs, 1u);  // only the bad block was rewritten on leg 1
   // The repair landed (it completes under the range lock; a write waits for it).
   ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());
-  EXPECT_EQ(ReadAll(*i1, 4096, 8192), data);
+  EXPECT_EQ(ReadAll(*i1, d + 4096, 8192), data);
   EXPECT_TRUE(ScrubOf(*m).clean());
 }
 
@@ -137,7 +138,7 @@ TEST(Mirror, EveryLegBadIsAnIntegrityErrorNotData) {
   auto data = Pattern(4096, 4);
   ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());
   std::byte evil{0x01};
-  for (auto& mem : mems) mem->WriteRaw(i0->LowerOffset(0) + 10, &evil, 1);  // same geometry on both legs
+  for (auto& mem : mems) mem->WriteRaw(i0->LowerOffset(m->data_offset() / 4096) + 10, &evil, 1);  // same geometry
   Status st;
   ReadAll(*m, 0, 4096, &st);
   EXPECT_EQ(st.code(), Code::kIntegrityError);
@@ -150,8 +151,8 @@ TEST(Mirror, EveryLegBadIsAnIntegrityErrorNotData) {
 TEST(Mirror, AWriteFailingOnOneLegFailsAndNamesTheLeg) {
   auto mems = Mems(2);
   auto faulty = std::make_shared<FaultDevice>(mems[1]);
-  faulty->AddRule({.op = BioOp::kWrite, .error = EIO, .count = 1});
   auto m = *MirrorDevice::Create({mems[0], faulty});
+  faulty->AddRule({.op = BioOp::kWrite, .offset = m->data_offset(), .error = EIO, .count = 1});
   auto data = Pattern(4096, 5);
   Status st = WriteSync(*m, 0, data.data(), 4096);
   EXPECT_EQ(st.code(), Code::kIoError);
@@ -165,18 +166,19 @@ TEST(Mirror, AWriteFailingOnOneLegFailsAndNamesTheLeg) {
 TEST(Parity, LayoutRotatesParityAndKeepsXorZero) {
   auto mems = Mems(4, 64 << 10);
   auto p = *ParityDevice::Create(AsLegs(mems));
-  EXPECT_EQ(p->Info().size_bytes, 3u * (64 << 10));
+  const uint64_t d = p->data_offset();
+  EXPECT_EQ(p->Info().size_bytes, 3u * ((64 << 10) - d));
   EXPECT_EQ(p->ParityPlace(0).leg, 3u);
   EXPECT_EQ(p->ParityPlace(1).leg, 2u);
   EXPECT_EQ(p->DataPlace(0).leg, 0u);  // left-symmetric: data starts after parity
   EXPECT_EQ(p->DataPlace(3).leg, 3u);  // stripe 1, first data chunk
   auto data = Pattern(p->Info().size_bytes, 6);
   ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
-  for (uint64_t s = 0; s < 16; s++) {
+  for (uint64_t s = 0; s < 13; s++) {
     std::vector<Bytes> chunks(4, Bytes(4096));
     std::vector<void*> vec;
     for (size_t l = 0; l < 4; l++) {
-      mems[l]->ReadRaw(s * 4096, chunks[l].data(), 4096);
+      mems[l]->ReadRaw(d + s * 4096, chunks[l].data(), 4096);
       vec.push_back(chunks[l].data());
     }
     EXPECT_EQ(xor_check(4, 4096, vec.data()), 0) << "stripe " << s;
@@ -281,9 +283,9 @@ TEST(Parity, TwoFailuresInAStripeFailTheRead) {
   ASSERT_TRUE(WriteSync(*p, 0, data.data(), data.size()).ok());
   auto f0 = std::make_shared<FaultDevice>(mems[0]);
   auto f1 = std::make_shared<FaultDevice>(mems[1]);
+  auto broken = *ParityDevice::Create({f0, f1, mems[2]});
   f0->AddRule({.op = BioOp::kRead});
   f1->AddRule({.op = BioOp::kRead});
-  auto broken = *ParityDevice::Create({f0, f1, mems[2]});
   Status st;
   ReadAll(*broken, 0, 4096, &st);
   EXPECT_EQ(st.code(), Code::kIoError);
@@ -313,7 +315,7 @@ TEST(Parity, ScrubNamesTheMismatchedStripes) {
 // must never land over a newer write (the range and stripe locks order
 // them). Per-block test locks keep a read and a write of one block apart,
 // as the integrity layer requires.
-void RepairRace(std::shared_ptr<BlockDevice> top, std::shared_ptr<MemoryDevice> rotting_leg, uint64_t leg_blocks) {
+void RepairRace(std::shared_ptr<FanoutDevice> top, std::shared_ptr<MemoryDevice> rotting_leg, uint64_t leg_blocks) {
   const uint64_t blocks = 32;
   std::vector<std::mutex> locks(blocks);
   std::vector<uint32_t> latest(blocks, 0);
@@ -328,7 +330,7 @@ void RepairRace(std::shared_ptr<BlockDevice> top, std::shared_ptr<MemoryDevice> 
     std::mt19937 rng(1);
     while (!stop) {
       std::byte evil{static_cast<unsigned char>(rng())};
-      rotting_leg->WriteRaw((rng() % leg_blocks) * 4096 + rng() % 4096, &evil, 1);
+      rotting_leg->WriteRaw(top->data_offset() + (rng() % leg_blocks) * 4096 + rng() % 4096, &evil, 1);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   });

@@ -242,8 +242,14 @@ Result<std::shared_ptr<BlockDevice>> BuildFanout(const Ctx& c, const LayerSpec& 
   if (!o) return Err(o.error());
   auto req = RequireOption(c, l, *o, Options{}.required);
   if (!req) return Err(req.error());
-  auto dev = Device::Create(std::move(legs), Options{.required = *req});
+  Options fo{.required = *req};
+  if (c.opts.resync_progress)
+    fo.progress = [f = c.opts.resync_progress](const ResyncProgress& p) { f(p.what, p.done_bytes, p.total_bytes); };
+  auto dev = Device::Create(std::move(legs), fo);
   if (!dev) return c.Fail(l, dev.error().message());
+  if (c.opts.warnings && !(*dev)->Describe().formatted)  // a new set is no news
+    for (const std::string& note : (*dev)->Describe().notes)
+      c.opts.warnings->push_back(fmt::format("stack spec '{}': layer '{}' at position {}: {}", c.spec, l.name, l.pos, note));
   return std::shared_ptr<BlockDevice>(*dev);
 }
 
@@ -307,6 +313,18 @@ Result<std::shared_ptr<BlockDevice>> Build(const Ctx& c, const StackSpec& stack)
   } else {
     return c.Fail(bottom, fmt::format("unknown layer (known: {})", KnownNames()));
   }
+  // integrity above a fan-out checks after the fan-out chose a leg: a bad
+  // block fails the read although another leg may hold a good copy.
+  if (c.opts.warnings && Fanouts().count(bottom.name))
+    for (size_t i = 0; i + 1 < stack.size(); i++)
+      if (stack[i].name == "integrity") {
+        c.opts.warnings->push_back(fmt::format(
+            "stack spec '{}': integrity at position {} sits above {} at position {}: a block that fails its check "
+            "fails the read and is never repaired from another leg; put integrity inside each leg, e.g. "
+            "{}([integrity,file:/a],[integrity,file:/b])",
+            c.spec, stack[i].pos, bottom.name, bottom.pos, bottom.name));
+        break;
+      }
   for (size_t i = stack.size() - 1; i-- > 0;) {
     const LayerSpec& l = stack[i];
     auto it = Layers().find(l.name);

@@ -1,0 +1,152 @@
+// MemberSet: which legs of a mirror or parity set are current, md-style.
+//
+// Every leg starts with a member record (block/metadata_record.h, A/B
+// slots at offset 0: "SCMIRROR" or "SCPARITY"), then the write-intent
+// bitmap (block/write_intent.h), then data from `data_offset`. The record
+// names the set (uuid), its leg count, this leg's role (its index in the
+// set: parity order matters), the geometry, and an events counter that is
+// bumped on every assembly and whenever a leg fails a write, written only to
+// the legs that are current: a leg with fewer events than the highest
+// missed something and is stale. Layout and every field's crash story:
+// doc/mirror_parity_format.md.
+//
+// Assembly is two steps:
+//  1. ReadMembers reads every leg's record and checks it against the spec
+//     (no writes). Another set's legs, a leg count that disagrees, two legs
+//     claiming one role, another layer's record, or a non-blank leg without
+//     a valid record are errors naming the leg, the spec and the medium.
+//     Legs are placed by their recorded role (swapped legs are noted);
+//     blank legs take the free roles in spec order. Blank legs and legs
+//     with fewer events are stale.
+//  2. MemberSet::Assemble (all legs blank: format) bumps the events on the
+//     current legs, resyncs the regions the bitmap marks dirty among the
+//     current legs, rebuilds every stale leg whole from the current ones
+//     (synchronously, before the device serves I/O, with progress
+//     reported), clears the bitmap, and only then writes the rebuilt legs'
+//     records: a crash anywhere in between leaves them stale, so the next
+//     assembly starts over.
+// Thread-safe after Assemble.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "block/metadata_record.h"
+#include "block/write_intent.h"
+#include "stablecache/block_device.h"
+
+namespace stablecache {
+
+// Resync progress, reported once per step (a few MiB) while assembly runs.
+struct ResyncProgress {
+  std::string layer;     // "mirror" or "parity"
+  std::string what;      // e.g. "rebuilding leg 1 (blank)", "resyncing dirty regions"
+  uint64_t done_bytes = 0;
+  uint64_t total_bytes = 0;
+};
+using ResyncProgressFn = std::function<void(const ResyncProgress&)>;
+
+// What `info` prints about a set: the medium as found at assembly, and
+// what assembly did about it. A plain struct.
+struct LegDescription {
+  size_t spec_position = 0;  // where the spec lists this leg
+  size_t role = 0;           // its index in the set
+  std::string device;        // the leg's top device name
+  std::string found;         // its record at assembly (DescribeRecord)
+  uint64_t events = 0;       // its events at assembly (0: blank)
+  std::string state;         // "current", "blank", "stale"; "behind" after a failed write
+  bool resynced = false;     // rebuilt at assembly
+};
+struct SetDescription {
+  std::string layer;     // "mirror" or "parity"
+  std::string format;    // e.g. "SCMIRROR v1"
+  std::string uuid;
+  uint64_t events = 0;   // now
+  bool formatted = false;  // the legs were blank and were formatted now
+  uint64_t data_offset = 0, data_size_per_leg = 0, region_bytes = 0;
+  uint32_t chunk_bytes = 0, bitmap_blocks = 0;
+  uint64_t dirty_regions_resynced = 0;  // at assembly, from the bitmap
+  uint64_t resynced_bytes = 0;          // at assembly: dirty regions and rebuilt legs
+  std::vector<LegDescription> legs;     // by role
+  std::vector<std::string> notes;       // swapped legs, rebuilt legs, ...
+};
+
+struct SetLayout {
+  uint32_t leg_count = 0;
+  uint32_t chunk_bytes = 4096;
+  uint64_t data_offset = 0;  // bytes on each leg where data starts
+  uint64_t data_size = 0;    // data bytes per leg
+  BitmapGeometry bitmap;
+};
+
+// How the spec describes the set.
+struct SetSpec {
+  std::string_view magic;  // "SCMIRROR" / "SCPARITY"
+  std::string layer;       // "mirror" / "parity"
+  uint32_t chunk_bytes = 4096;
+  size_t max_stale = 1;    // legs that can be rebuilt at once
+};
+
+// The legs as found, checked against the spec and placed by role.
+struct SetMembers {
+  std::vector<std::shared_ptr<BlockDevice>> legs;  // by role
+  SetLayout layout;
+  Uuid uuid;
+  uint64_t events = 0;      // the highest events found (0: fresh)
+  bool fresh = false;       // every leg blank: format
+  std::vector<bool> stale;  // by role
+  SetDescription description;
+};
+
+[[nodiscard]] Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, const SetSpec& spec);
+
+// A layer's side of a resync, run synchronously during assembly with no
+// other I/O. Offsets are leg data bytes (from data_offset).
+struct ResyncHooks {
+  // Makes the current legs agree over [off, off + len) (a dirty region):
+  // mirror copies one current leg over the others, parity recomputes parity.
+  std::function<Status(uint64_t off, uint64_t len)> resync_dirty;
+  // Rewrites role `leg` over [off, off + len) from the current legs.
+  std::function<Status(size_t leg, uint64_t off, uint64_t len)> rebuild;
+  // Parity: a stale leg cannot be rebuilt where parity may be stale.
+  bool stale_leg_needs_clean_regions = false;
+};
+
+class MemberSet {
+ public:
+  explicit MemberSet(SetMembers m);
+  // Formats blank legs or brings the set current; see the top comment.
+  [[nodiscard]] Status Assemble(const ResyncHooks& hooks, const ResyncProgressFn& progress);
+  const SetLayout& layout() const { return layout_; }
+
+  // A leg failed a write: it is behind. Bumps the events on the other
+  // legs (asynchronously, records written and flushed), then calls done
+  // with the bump's status. A leg already behind costs nothing.
+  void LegFailedWrite(size_t leg, std::function<void(Status)> done);
+  bool behind(size_t leg) const;
+
+  SetDescription Describe() const;
+
+ private:
+  MetadataRecord RecordFor(size_t role, uint64_t events) const;
+  Status WriteRecordSync(size_t role);
+
+  const std::vector<std::shared_ptr<BlockDevice>> legs_;
+  const SetLayout layout_;
+  const Uuid uuid_;
+  const std::string magic_;
+  const bool fresh_;
+  const uint64_t found_events_;
+  std::vector<bool> stale_;
+  mutable std::mutex mu_;
+  uint64_t events_ = 0;       // GUARDED_BY(mu_)
+  std::vector<bool> behind_;  // GUARDED_BY(mu_)
+  SetDescription desc_;       // GUARDED_BY(mu_)
+};
+
+}  // namespace stablecache
