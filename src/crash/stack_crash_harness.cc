@@ -329,9 +329,15 @@ class Checker {
     for (uint64_t b = 0; b < rec_.blocks; b++) {
       Status s = ReadSync(*stack->top, b * kBlock, got.data(), kBlock);
       if (s.code() == Code::kIntegrityError) {
+        // Parity may refuse to rebuild a corrupted chunk from a stripe whose
+        // parity may be stale: one with a write in flight at the crash, or
+        // one in a write-intent region that assembly could not resync (its
+        // data did not read: the corruption).
+        auto* parity = dynamic_cast<ParityDevice*>(stack->top.get());
+        const bool stale = parity && parity->StripeStale(GroupOf(b));
         const bool justified = corrupted.count(GroupOf(b)) &&
                                (rec_.shape.redundancy == Redundancy::kNone ||
-                                (rec_.shape.redundancy == Redundancy::kParity && dirty.count(GroupOf(b))));
+                                (rec_.shape.redundancy == Redundancy::kParity && (dirty.count(GroupOf(b)) || stale)));
         if (!justified)
           Fail(v, where, fmt::format("block {}: false integrity error ({}){}", b, s.ToString(), Allowed(b, pos, k)),
                v.false_integrity_errors);
