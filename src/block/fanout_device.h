@@ -25,6 +25,11 @@
 
 namespace stablecache {
 
+inline std::string DescribeLeg(const LegDescription& l) {
+  return fmt::format("{} (spec position {}): {}, events {} at assembly{}; found {}", l.device, l.spec_position, l.state,
+                     l.events, l.resynced ? ", resynced" : "", l.found);
+}
+
 class FanoutDevice : public BlockDevice {
  public:
   const DeviceInfo& Info() const override { return info_; }
@@ -89,9 +94,22 @@ class FanoutDevice : public BlockDevice {
   }
   // The byte range on every leg that holds [offset, offset + len).
   virtual std::pair<uint64_t, uint64_t> LegRange(uint64_t offset, uint64_t len) const = 0;
-  // This layer's own fields for DescribeMedium.
-  virtual void DescribeSelf(std::vector<std::pair<std::string, std::string>>& fields) const {
-    fields.emplace_back("metadata", "none");
+  // This layer's own fields for DescribeMedium: what its member records
+  // say and what assembly did.
+  void DescribeSelf(std::vector<std::pair<std::string, std::string>>& fields) const {
+    SetDescription d = Describe();
+    fields.emplace_back("format", d.format);
+    fields.emplace_back("set uuid", d.uuid);
+    fields.emplace_back("events", std::to_string(d.events));
+    fields.emplace_back("data offset", fmt::format("{} bytes on each leg, {} data bytes per leg", d.data_offset,
+                                                   d.data_size_per_leg));
+    if (d.chunk_bytes) fields.emplace_back("chunk", fmt::format("{} bytes", d.chunk_bytes));
+    fields.emplace_back("bitmap", fmt::format("{} blocks, {} bytes per region", d.bitmap_blocks, d.region_bytes));
+    fields.emplace_back("assembly", fmt::format("{}{} dirty regions resynced, {} bytes resynced",
+                                                d.formatted ? "formatted now; " : "", d.dirty_regions_resynced,
+                                                d.resynced_bytes));
+    for (size_t i = 0; i < d.legs.size(); i++) fields.emplace_back(fmt::format("role {}", i), DescribeLeg(d.legs[i]));
+    for (const auto& n : d.notes) fields.emplace_back("note", n);
   }
   // Checks this layer's redundancy for the range (clipped to the device).
   virtual Status ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& report) = 0;

@@ -132,6 +132,8 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
   }
   if (!ref) {
     // Every leg blank: a new set.
+    if (!spec.format)
+      return Err(Status::InvalidArgument(fmt::format("{}: every leg is blank: no {} set to open", layer, layer)));
     uint64_t smallest = UINT64_MAX;
     for (const auto& l : legs) smallest = std::min(smallest, l->Info().size_bytes);
     auto layout = NewLayout(n, smallest, spec.chunk_bytes, layer);

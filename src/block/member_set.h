@@ -90,6 +90,7 @@ struct SetSpec {
   std::string layer;       // "mirror" / "parity"
   uint32_t chunk_bytes = 4096;
   size_t max_stale = 1;    // legs that can be rebuilt at once
+  bool format = true;      // every leg blank: format a new set (else an error)
 };
 
 // The legs as found, checked against the spec and placed by role.

@@ -37,7 +37,7 @@ Result<std::shared_ptr<MirrorDevice>> MirrorDevice::Create(std::vector<std::shar
                                                            const MirrorOptions& opts) {
   if (legs.size() < 2) return Err(Status::InvalidArgument(fmt::format("mirror needs at least 2 legs, got {}", legs.size())));
   const size_t n = legs.size();
-  auto m = ReadMembers(std::move(legs), {.magic = "SCMIRROR", .layer = "mirror", .chunk_bytes = 4096, .max_stale = n - 1});
+  auto m = ReadMembers(std::move(legs), {.magic = "SCMIRROR", .layer = "mirror", .chunk_bytes = 4096, .max_stale = n - 1, .format = opts.format});
   if (!m) return Err(m.error());
   size_t source = 0;
   while (m->stale[source]) source++;
@@ -320,11 +320,17 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
     }
   }
   for (uint64_t b = 0; b < blocks; b++) {
+    const uint64_t block = offset / kBlock + b;
+    for (size_t i = 0; i < n; i++)  // a leg that missed a write of the block holds an old copy
+      if (errors[i][b].empty() && Missed(i, block, block + 1)) errors[i][b] = "missed a write of this block";
     std::optional<size_t> ref;
     std::string why;
+    std::vector<size_t> bad;  // legs whose copy is to be rewritten from ref
+    bool diverged = false;
     for (size_t i = 0; i < n; i++) {
       if (!errors[i][b].empty()) {
         why += fmt::format("{}leg {}: {}", why.empty() ? "" : "; ", i, errors[i][b]);
+        bad.push_back(i);
         continue;
       }
       if (!ref) {
@@ -332,16 +338,29 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
         continue;
       }
       if (std::memcmp(bufs[*ref].get() + b * kBlock, bufs[i].get() + b * kBlock, kBlock) == 0) continue;
+      bad.push_back(i);
+      if (diverged) continue;
+      diverged = true;
       counters_.mirror_divergence.fetch_add(1, std::memory_order_relaxed);
-      report.Add({ScrubFinding::Kind::kMirrorDivergence, info_.name, offset / kBlock + b,
-                  fmt::format("leg {} differs from leg {}", i, *ref)});
-      break;
+      report.Add({ScrubFinding::Kind::kMirrorDivergence, info_.name, block,
+                  fmt::format("leg {} differs from leg {}; leg {} is the good copy{}", i, *ref, *ref,
+                              report.repair ? "" : " for --repair (the first leg that reads)")});
     }
-    if (why.empty()) continue;
-    // Unreadable only when no leg holds it; otherwise a read repairs it.
-    report.Add({ref ? ScrubFinding::Kind::kDegraded : ScrubFinding::Kind::kUnreadable, info_.name,
-                offset / kBlock + b, ref ? fmt::format("leg {} holds it; {}", *ref, why) : why});
+    if (!why.empty())
+      // Unreadable only when no leg holds it; otherwise a read repairs it.
+      report.Add({ref ? ScrubFinding::Kind::kDegraded : ScrubFinding::Kind::kUnreadable, info_.name, block,
+                  ref ? fmt::format("leg {} holds it; {}", *ref, why) : why});
+    if (!report.repair || !ref) continue;
+    for (size_t i : bad) {  // under the chunk's range lock: no write of it meanwhile
+      Status st = WriteSync(*legs_[i], data_offset_ + offset + b * kBlock, bufs[*ref].get() + b * kBlock, kBlock);
+      if (!st.ok()) return st.WithContext(fmt::format("mirror: repairing block {} on leg {}", block, i));
+      ClearMissed(i, block, block + 1);
+      report.repaired++;
+      counters_.repairs.fetch_add(1, std::memory_order_relaxed);
+    }
   }
+  if (report.repair)
+    for (size_t i = 0; i < n; i++) SC_RETURN_IF_ERROR(FlushSync(*legs_[i]).WithContext(fmt::format("mirror: flushing repairs on leg {}", i)));
   report.blocks_checked += blocks;
   return Status::Ok();
 }

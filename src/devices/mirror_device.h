@@ -49,6 +49,7 @@ namespace stablecache {
 
 struct MirrorOptions {
   Stability required = Stability::kDeclaredStable;
+  bool format = true;         // every leg blank: format a new set (else an error)
   ResyncProgressFn progress;  // called while Create resyncs legs
 };
 

@@ -62,7 +62,7 @@ Result<std::shared_ptr<ParityDevice>> ParityDevice::Create(std::vector<std::shar
     if (legs[i]->Info().logical_block_size > kChunk)
       return Err(Status::InvalidArgument(fmt::format("parity leg {} has {}-byte blocks; chunks are 4096 bytes", i,
                                                      legs[i]->Info().logical_block_size)));
-  auto m = ReadMembers(std::move(legs), {.magic = "SCPARITY", .layer = "parity", .chunk_bytes = kChunk, .max_stale = 1});
+  auto m = ReadMembers(std::move(legs), {.magic = "SCPARITY", .layer = "parity", .chunk_bytes = kChunk, .max_stale = 1, .format = opts.format});
   if (!m) return Err(m.error());
   auto dev = std::shared_ptr<ParityDevice>(new ParityDevice(std::move(*m), opts));
   if (dev->info_.size_bytes == 0) return Err(Status::NoSpace("parity: a leg has no room for one stripe"));
@@ -623,7 +623,7 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
     } unlock{stripe_locks_, stripe_locks_.AcquireSync(s0, s0 + count)};
     // Per stripe: the legs whose chunk could not be read, and why.
     std::vector<std::string> why(count);
-    std::vector<size_t> failed(count, 0);
+    std::vector<size_t> failed(count, 0), failed_leg(count, 0);
     for (size_t leg = 0; leg < n; leg++) {
       const uint64_t at = data_offset_ + s0 * kChunk;
       if (ReadSync(*legs_[leg], at, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
@@ -631,24 +631,57 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
         Status st = ReadSync(*legs_[leg], at + i * kChunk, bufs[leg].get() + i * kChunk, kChunk);
         if (st.ok()) continue;
         failed[i]++;
+        failed_leg[i] = leg;
         why[i] += fmt::format("{}leg {}: {}", why[i].empty() ? "" : "; ", leg, st.message());
       }
     }
+    bool wrote = false;
+    // Repair writes go straight to the legs, under the stripe lock.
+    auto rewrite = [&](uint64_t i, size_t leg) -> Status {
+      const uint64_t s = s0 + i;
+      SC_RETURN_IF_ERROR(WriteSync(*legs_[leg], data_offset_ + s * kChunk, bufs[leg].get() + i * kChunk, kChunk)
+                             .WithContext(fmt::format("parity: repairing stripe {} on leg {}", s, leg)));
+      report.repaired++;
+      counters_.repairs.fetch_add(1, std::memory_order_relaxed);
+      wrote = true;
+      return Status::Ok();
+    };
     for (uint64_t i = 0; i < count; i++) {
-      // One lost chunk is rebuilt from the rest of its stripe (degraded);
-      // two lose data (unreadable). Neither stripe can be checked.
+      const uint64_t s = s0 + i;
+      const bool stale = StripeStale(s);
+      for (size_t leg = 0; leg < n; leg++) vec[leg] = bufs[leg].get() + i * kChunk;
+      // One lost chunk is rebuilt from the rest of its stripe (degraded),
+      // unless its parity may be stale; two lose data (unreadable).
       if (failed[i] != 0) {
-        report.Add({failed[i] == 1 ? ScrubFinding::Kind::kDegraded : ScrubFinding::Kind::kUnreadable, info_.name,
-                    s0 + i, why[i]});
+        const bool rebuildable = failed[i] == 1 && !stale;
+        report.Add({rebuildable ? ScrubFinding::Kind::kDegraded : ScrubFinding::Kind::kUnreadable, info_.name, s,
+                    stale && failed[i] == 1
+                        ? fmt::format("{}; the stripe's parity may be stale, so the chunk cannot be rebuilt", why[i])
+                        : why[i]});
+        if (!report.repair || !rebuildable) continue;
+        std::swap(vec[failed_leg[i]], vec[n - 1]);  // the lost chunk is the XOR of the others
+        xor_gen(static_cast<int>(n), kChunk, vec.data());
+        SC_RETURN_IF_ERROR(rewrite(i, failed_leg[i]));
         continue;
       }
-      for (size_t leg = 0; leg < n; leg++) vec[leg] = bufs[leg].get() + i * kChunk;
-      if (xor_check(static_cast<int>(n), kChunk, vec.data()) == 0) continue;
-      counters_.parity_mismatch.fetch_add(1, std::memory_order_relaxed);
-      report.Add({ScrubFinding::Kind::kParityMismatch, info_.name, s0 + i,
-                  fmt::format("stripe {} (data blocks {}..{}): parity is not the XOR of the data", s0 + i,
-                              (s0 + i) * data_legs(), (s0 + i + 1) * data_legs() - 1)});
+      if (xor_check(static_cast<int>(n), kChunk, vec.data()) != 0) {
+        counters_.parity_mismatch.fetch_add(1, std::memory_order_relaxed);
+        report.Add({ScrubFinding::Kind::kParityMismatch, info_.name, s,
+                    fmt::format("stripe {} (data blocks {}..{}): parity is not the XOR of the data{}", s,
+                                s * data_legs(), (s + 1) * data_legs() - 1,
+                                report.repair ? "; parity recomputed from the data" : "")});
+        if (!report.repair) continue;
+        const size_t pleg = ParityPlace(s).leg;
+        std::swap(vec[pleg], vec[n - 1]);
+        xor_gen(static_cast<int>(n), kChunk, vec.data());  // the data chunks read fine: they are the truth
+        SC_RETURN_IF_ERROR(rewrite(i, pleg));
+      }
+      // Every chunk read, and parity now matches: the stripe is no longer stale.
+      if (report.repair && stale) ClearStale(s, s + 1);
     }
+    if (wrote)
+      for (size_t leg = 0; leg < n; leg++)
+        SC_RETURN_IF_ERROR(FlushSync(*legs_[leg]).WithContext(fmt::format("parity: flushing repairs on leg {}", leg)));
     report.blocks_checked += count * data_legs();
   }
   return Status::Ok();

@@ -61,6 +61,7 @@ namespace stablecache {
 
 struct ParityOptions {
   Stability required = Stability::kDeclaredStable;
+  bool format = true;         // every leg blank: format a new set (else an error)
   ResyncProgressFn progress;  // called while Create resyncs
 };
 

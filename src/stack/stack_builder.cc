@@ -242,7 +242,7 @@ Result<std::shared_ptr<BlockDevice>> BuildFanout(const Ctx& c, const LayerSpec& 
   if (!o) return Err(o.error());
   auto req = RequireOption(c, l, *o, Options{}.required);
   if (!req) return Err(req.error());
-  Options fo{.required = *req};
+  Options fo{.required = *req, .format = c.opts.format};
   if (c.opts.resync_progress)
     fo.progress = [f = c.opts.resync_progress](const ResyncProgress& p) { f(p.what, p.done_bytes, p.total_bytes); };
   auto dev = Device::Create(std::move(legs), fo);
