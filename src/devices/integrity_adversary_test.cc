@@ -4,7 +4,9 @@
 // fault layer, crash replayer with fixed logs.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <future>
 #include <random>
 
@@ -182,6 +184,52 @@ TEST(IntegrityAdversary, AFailedDataWriteThatLandsAtTheCrashIsNotAnIntegrityErro
   std::vector<std::byte> got(kBlock);
   Status st = ReadSync(**reopened, 0, got.data(), kBlock);
   EXPECT_TRUE(st.ok()) << s.Describe() << ": " << st.ToString();
+}
+
+// Commits chain by recursion: CommitFlushed (integrity_device.cc:531) and
+// AbortCommit call Kick, which submits the next commit's tag writes; with a
+// device below that completes inline, TagsWritten -> flush ->
+// CommitFlushed -> Kick runs inside the previous Kick, and so on for as long
+// as there is work. Writes queued on one block (each needs its own commit
+// and settle flush) while the device below was briefly asynchronous are then
+// drained by one ever-deeper call chain on the thread that completed the
+// first one: the stack grows linearly with the queue (a few KiB per write)
+// until it overflows. Measured here from the completion callbacks.
+TEST(IntegrityAdversary, QueuedWritesToOneBlockDoNotRecurseOneStackFramePerCommit) {
+  auto mem = *MemoryDevice::Create({.size_bytes = 1 << 20, .late_copy = true, .manual_release = true});
+  mem->HoldOnly(0, 0);  // format inline
+  auto dev = *IntegrityDevice::Create(mem, {});
+  mem->HoldOnly(dev->LowerOffset(0), kBlock);  // hold the first data write of block 0
+  constexpr int kWrites = 200;
+  std::vector<std::vector<std::byte>> bufs;
+  for (int i = 0; i < kWrites; i++) bufs.push_back(Pattern(0, i + 1));
+  std::mutex m;
+  std::condition_variable cv;
+  int left = kWrites;
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (int i = 0; i < kWrites; i++) {
+    auto bio = Bio::Make(BioOp::kWrite, 0, Stability::kStable);
+    bio->AddSegment(bufs[i].data(), kBlock);
+    bio->on_complete = [&](BioPtr, Status st) {
+      int here = 0;
+      auto a = reinterpret_cast<uintptr_t>(&here);
+      std::lock_guard lk(m);
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      lo = std::min(lo, a);
+      hi = std::max(hi, a);
+      if (--left == 0) cv.notify_all();
+    };
+    dev->Submit(std::move(bio));
+  }
+  mem->WaitForPendingWrites(1);
+  mem->HoldOnly(0, 0);  // from now on the device below completes inline
+  mem->ReleaseWrites();
+  {
+    std::unique_lock lk(m);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(10), [&] { return left == 0; }));
+  }
+  EXPECT_LT(hi - lo, 64u << 10) << "the completions of " << kWrites << " queued writes ran " << (hi - lo)
+                                << " bytes of stack apart: one nested commit per write";
 }
 
 }  // namespace
