@@ -159,8 +159,13 @@ CrashState CrashReplayer::Build(const CrashPoint& p) {
       }
       continue;
     }
-    if (!e.status.ok()) unflushed.push_back(w);
-    else if (i < st.durable_boundaries[e.device]) st.durable_writes++;
+    if (!e.status.ok()) {
+      // A failed write's fate is settled by the next flush of its device
+      // that succeeds: as not written (what the device did is what a read
+      // after that flush sees; here, nothing landed). Before it: unflushed.
+      if (honour && i < st.durable_boundaries[e.device]) continue;
+      unflushed.push_back(w);
+    } else if (i < st.durable_boundaries[e.device]) st.durable_writes++;
     else if (honour && e.fua) fua.push_back(w);
     else unflushed.push_back(w);
   }

@@ -13,7 +13,11 @@
 //    so nothing unflushed lands over them.
 //  - Unflushed: every other write logged before p, every write submitted
 //    before p that completes at or after p (in flight at the crash), and
-//    every failed write. Its fate depends on Unflushed:
+//    every failed write not yet followed by a successful flush of its
+//    device (a failed write such a flush covers is settled as not written:
+//    a device that reported the error and then completed a flush has
+//    finished with it, and a read after the flush sees the old bytes).
+//    Its fate depends on Unflushed:
 //      kDropAll           none of them reached the medium;
 //      kApplyAll          all of them did, in log order;
 //      kDropReorderTear   each is, with equal odds, absent, applied whole,

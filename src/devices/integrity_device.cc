@@ -27,6 +27,7 @@ static_assert(kTagHeader + IntegrityDevice::kEntriesPerTagBlock * kEntryBytes ==
 // An entry's count: how many contents the medium may hold for the block.
 constexpr uint8_t kNeverWritten = 0;  // must read as zeros
 constexpr uint8_t kLost = 3;          // its tag block was corrupt: nothing is accepted
+constexpr uint8_t kLostMedium = 4;    // in memory only: a failed write's block held neither content
 
 // Record payload offsets (doc/integrity_format.md).
 constexpr size_t kPGuard = 0, kPEntries = 4, kPDataBlocks = 8, kPTagStart = 16, kPTagBlocks = 24, kPDataStart = 32,
@@ -60,6 +61,24 @@ void ForEachBlock(const Bio& bio, uint64_t first, Fn fn) {
         fill = 0;
       }
     }
+  }
+}
+}  // namespace
+
+namespace {
+// Zeroes the payload's 4 KiB block `index` (segments may split it).
+void ZeroBlock(Bio& bio, uint64_t index) {
+  uint64_t skip = index * kBlock, left = kBlock;
+  for (auto& s : bio.segments) {
+    if (left == 0) break;
+    if (skip >= s.len) {
+      skip -= s.len;
+      continue;
+    }
+    const uint64_t n = std::min<uint64_t>(s.len - skip, left);
+    std::memset(s.data + skip, 0, n);
+    left -= n;
+    skip = 0;
   }
 }
 }  // namespace
@@ -277,7 +296,7 @@ Status IntegrityDevice::LoadTags() {
         std::memcpy(v, p + kTagHeader + e * kEntryBytes, kEntryBytes);
         s.guard[0] = v[0];
         s.guard[1] = v[1];
-        s.count = v[2] <= 2 ? static_cast<uint8_t>(v[2]) : kLost;
+        s.count = v[2] <= 2 || v[2] == kLostMedium ? static_cast<uint8_t>(v[2]) : kLost;
         // Two contents on record: the write that put them there may or may
         // not have landed before the crash; learn which before the block is
         // written again (a read back, after a flush: the open's own flush).
@@ -297,13 +316,14 @@ Status IntegrityDevice::LoadTags() {
 }
 
 void IntegrityDevice::DescribeMedium(MediumReport& out) const {
-  uint64_t never = 0, settled = 0, two = 0, lost = 0;
+  uint64_t never = 0, settled = 0, two = 0, lost = 0, damaged = 0;
   {
     std::lock_guard lk(mu_);
     for (const BlockState& s : blocks_) {
       if (s.count == kNeverWritten) never++;
       else if (s.count == 1) settled++;
       else if (s.count == 2) two++;
+      else if (s.count == kLostMedium) damaged++;
       else lost++;
     }
   }
@@ -316,8 +336,9 @@ void IntegrityDevice::DescribeMedium(MediumReport& out) const {
                   {"data start", fmt::format("block {} below", geo_.data_start)},
                   {"formatted on", fmt::format("{} bytes", geo_.lower_bytes)},
                   {"blocks", fmt::format("{} never written, {} settled, {} with a write unsettled at the last crash "
-                                         "or still under way, {} unreadable (lost tags)",
-                                         never, settled, two, lost)}}});
+                                         "or still under way, {} unreadable (corrupt tag block), {} unreadable "
+                                         "(a failed write left neither content)",
+                                         never, settled, two, lost, damaged)}}});
   lower_->DescribeMedium(out);
 }
 
@@ -333,14 +354,15 @@ void IntegrityDevice::Submit(BioPtr bio) {
   }
 }
 
-Status IntegrityDevice::CheckBlock(uint64_t block, uint32_t guard, bool zero) const {
+Status IntegrityDevice::CheckBlock(uint64_t block, uint32_t guard) const {
   const BlockState& s = blocks_[block];
   switch (s.count) {
     case kNeverWritten:
-      if (zero) return Status::Ok();
+      return Status::Ok();  // read as zeros whatever the medium holds (SubmitRead)
+    case kLostMedium:
       return Status::IntegrityError(fmt::format(
-          "{}: block {} (offset {}) was never written through this layer but does not read as zeros (a lost tag "
-          "write, or a device reused without formatting)",
+          "{}: block {} (offset {}) is unreadable: a write of it failed and, read back after a flush, it held "
+          "neither its old nor its new content (or could not be read); rewrite the block",
           info_.name, block, block * kBlock));
     case kLost:
       return Status::IntegrityError(fmt::format(
@@ -363,15 +385,22 @@ void IntegrityDevice::SubmitRead(BioPtr bio) {
   bio->on_complete = [this, offset, inner = std::move(inner)](BioPtr b, Status st) mutable {
     b->offset = offset;
     if (st.ok()) {
-      std::vector<std::pair<uint32_t, bool>> seen;  // guard, all zero
-      ForEachBlock(*b, offset / kBlock, [&](uint64_t blk, const std::byte* data) {
-        seen.emplace_back(Guard(blk, data), IsZero(data));
-      });
-      std::lock_guard lk(mu_);
-      for (size_t i = 0; i < seen.size() && st.ok(); i++) {
-        st = CheckBlock(offset / kBlock + i, seen[i].first, seen[i].second);
-        if (!st.ok()) counters_.integrity_errors.fetch_add(1, std::memory_order_relaxed);
+      std::vector<uint32_t> seen;
+      ForEachBlock(*b, offset / kBlock, [&](uint64_t blk, const std::byte* data) { seen.push_back(Guard(blk, data)); });
+      std::vector<uint64_t> never;  // blocks to hand up as zeros
+      {
+        std::lock_guard lk(mu_);
+        for (size_t i = 0; i < seen.size() && st.ok(); i++) {
+          const uint64_t blk = offset / kBlock + i;
+          if (blocks_[blk].count == kNeverWritten) never.push_back(i);
+          st = CheckBlock(blk, seen[i]);
+          if (!st.ok()) counters_.integrity_errors.fetch_add(1, std::memory_order_relaxed);
+        }
       }
+      // A block never written through this layer reads as zeros, like a
+      // thinly provisioned device, whatever the device below held before.
+      if (st.ok())
+        for (uint64_t i : never) ZeroBlock(*b, i);
     }
     if (inner) inner(std::move(b), std::move(st));
   };
@@ -438,7 +467,23 @@ bool IntegrityDevice::Admissible(uint64_t first, uint64_t count, bool* need_flus
   return true;
 }
 
+// Completions below may run inline, inside a Kick (tag writes -> flush ->
+// CommitFlushed -> Kick): a nested Kick only asks the one running to go
+// round again, so the stack never grows with the number of commits.
 void IntegrityDevice::Kick(std::unique_lock<std::mutex>& lk) {
+  if (kicking_) {
+    rekick_ = true;
+    return;
+  }
+  kicking_ = true;
+  do {
+    rekick_ = false;
+    KickOnce(lk);
+  } while (rekick_);
+  kicking_ = false;
+}
+
+void IntegrityDevice::KickOnce(std::unique_lock<std::mutex>& lk) {
   if (committing_) return;
   std::vector<uint64_t> read_backs;
   SettleCovered(&read_backs);
@@ -463,7 +508,7 @@ void IntegrityDevice::Kick(std::unique_lock<std::mutex>& lk) {
       // The entry accepts what the medium holds now and the new content
       // (only the new one when the old was lost: nothing else is good).
       uint32_t old = s.count == kNeverWritten ? Guard(w.first + i, kZeroBlock) : s.guard[0];
-      s.guard[0] = s.count == kLost ? w.guards[i] : old;
+      s.guard[0] = s.count == kLost || s.count == kLostMedium ? w.guards[i] : old;
       s.guard[1] = w.guards[i];
       s.count = 2;
       s.phase = BlockState::kTagging;
@@ -563,6 +608,22 @@ void IntegrityDevice::AbortCommit(std::shared_ptr<Commit> c, const Status& st) {
     dirty_tag_blocks_.insert(c->tag_blocks.begin(), c->tag_blocks.end());
     for (auto& w : c->writes)
       for (uint64_t b = w->first; b < w->first + w->count; b++) dirty_tag_blocks_.insert(b / kEntriesPerTagBlock);
+    // Writes waiting for a flush to settle an earlier write of their
+    // blocks waited for this commit: they fail with it (the caller retries)
+    // rather than make the next commit try the failing device again, and
+    // again, for as long as it fails.
+    for (auto it = waiting_writes_.begin(); it != waiting_writes_.end();) {
+      bool on_flush = false;
+      for (uint64_t b = (*it)->first; b < (*it)->first + (*it)->count && !on_flush; b++)
+        on_flush = blocks_[b].phase == BlockState::kWritten || blocks_[b].phase == BlockState::kFailed;
+      if (!on_flush) {
+        ++it;
+        continue;
+      }
+      c->writes.push_back(std::move(*it));  // completed below, with no state to undo
+      c->writes.back()->before.clear();
+      it = waiting_writes_.erase(it);
+    }
   }
   for (auto& w : c->writes) {
     w->bio->offset = w->first * kBlock;
@@ -624,7 +685,7 @@ void IntegrityDevice::ResolveReadBack(uint64_t block, const std::byte* data, boo
   } else {
     // Neither content, or unreadable: the medium is damaged here. Accept
     // nothing until the block is rewritten.
-    s.count = kLost;
+    s.count = kLostMedium;
   }
   s.guard[1] = 0;
   s.phase = BlockState::kIdle;

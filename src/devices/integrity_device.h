@@ -104,6 +104,7 @@ class IntegrityDevice final : public StackedDevice {
   void SubmitFlush(BioPtr bio);
   // The group-commit loop; called with mu_ held, may release it.
   void Kick(std::unique_lock<std::mutex>& lk);
+  void KickOnce(std::unique_lock<std::mutex>& lk);
   bool Admissible(uint64_t first, uint64_t count, bool* need_flush);
   bool SettleCovered(std::vector<uint64_t>* read_backs);  // true if it collapsed an entry
   void TagsWritten(std::shared_ptr<Commit> c, Status st);
@@ -114,7 +115,7 @@ class IntegrityDevice final : public StackedDevice {
   void ReadBack(uint64_t block);
   void ResolveReadBack(uint64_t block, const std::byte* data, bool ok);
   std::vector<std::byte> EncodeTagBlock(uint64_t tb) const;  // REQUIRES: mu_
-  Status CheckBlock(uint64_t block, uint32_t guard, bool zero) const;  // REQUIRES: mu_
+  Status CheckBlock(uint64_t block, uint32_t guard) const;  // REQUIRES: mu_
 
   IntegrityOptions opts_;
   GuardType guard_ = GuardType::kCrc16T10Dif;
@@ -129,6 +130,8 @@ class IntegrityDevice final : public StackedDevice {
   std::vector<BioPtr> waiting_flushes_;  // GUARDED_BY(mu_)
   std::vector<BioPtr> finishing_flushes_;  // GUARDED_BY(mu_): durable, waiting for their collapses
   bool committing_ = false;              // GUARDED_BY(mu_): one commit at a time
+  bool kicking_ = false;                 // GUARDED_BY(mu_): a Kick is running (maybe up this stack)
+  bool rekick_ = false;                  // GUARDED_BY(mu_): it must go round again
   std::set<uint64_t> unsettled_;         // GUARDED_BY(mu_): written (or failed), awaiting a flush
   uint64_t flushes_submitted_ = 0;       // GUARDED_BY(mu_)
   uint64_t flushed_upto_ = 0;            // GUARDED_BY(mu_): highest successful flush

@@ -119,7 +119,7 @@ void Explore(uint64_t seed, bool fault_below_log, int fail_pct) {
   std::vector<std::byte> got(kBlock);
   for (const CrashPoint& p : points) {
     CrashState s = replayer.Build(p);
-    auto reopened = IntegrityDevice::Create(FromImage(s.image), {});
+    auto reopened = IntegrityDevice::Create(FromImage(s.images[0]), {});
     ASSERT_TRUE(reopened) << s.Describe() << ": " << reopened.error().ToString();
     auto it = flushed_at.lower_bound(p.position);
     const std::vector<size_t>* flushed = it == flushed_at.begin() ? nullptr : &std::prev(it)->second;
@@ -263,7 +263,7 @@ void ExploreAsync(uint64_t seed, bool faults = false) {
   std::vector<std::byte> got(kBlock);
   for (const CrashPoint& p : points) {
     CrashState s = replayer.Build(p);
-    auto reopened = IntegrityDevice::Create(FromImage(s.image), {});
+    auto reopened = IntegrityDevice::Create(FromImage(s.images[0]), {});
     ASSERT_TRUE(reopened) << s.Describe() << ": " << reopened.error().ToString();
     auto it = flushed_at.lower_bound(p.position);
     const std::vector<size_t>* flushed = it == flushed_at.begin() ? nullptr : &std::prev(it)->second;
@@ -403,7 +403,7 @@ void ExploreCache(uint64_t seed) {
   std::vector<std::byte> got(kBlock);
   for (const CrashPoint& p : points) {
     CrashState s = replayer.Build(p);
-    auto reopened = IntegrityDevice::Create(FromImage(s.image), {});
+    auto reopened = IntegrityDevice::Create(FromImage(s.images[0]), {});
     ASSERT_TRUE(reopened) << s.Describe() << ": " << reopened.error().ToString();
     auto it = synced_at.lower_bound(p.position);
     const std::vector<size_t>* synced = it == synced_at.begin() ? nullptr : &std::prev(it)->second;
