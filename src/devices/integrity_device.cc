@@ -484,7 +484,10 @@ void IntegrityDevice::Kick(std::unique_lock<std::mutex>& lk) {
 }
 
 void IntegrityDevice::KickOnce(std::unique_lock<std::mutex>& lk) {
-  if (committing_) return;
+  // One commit at a time; and while the last commit's data is still going
+  // down, the next one waits for it, so the writes queued meanwhile share
+  // one tag write and one flush instead of each burst paying its own.
+  if (committing_ || data_in_flight_ > 0) return;
   std::vector<uint64_t> read_backs;
   SettleCovered(&read_backs);
   auto c = std::make_shared<Commit>();
@@ -587,6 +590,10 @@ void IntegrityDevice::CommitFlushed(std::shared_ptr<Commit> c, Status st) {
     }
   }
   for (uint64_t b : read_backs) ReadBack(b);
+  {
+    std::lock_guard lk(mu_);
+    data_in_flight_ += c->writes.size();
+  }
   for (auto& w : c->writes) SubmitData(std::move(w));
   for (auto& f : done) Bio::Complete(std::move(f), Status::Ok());
   std::unique_lock lk(mu_);
@@ -659,7 +666,8 @@ void IntegrityDevice::DataWritten(uint64_t first, uint64_t count, bool ok) {
     s.done_at = flushes_submitted_;
     unsettled_.insert(b);
   }
-  if (!waiting_writes_.empty()) Kick(lk);
+  data_in_flight_--;
+  if (!waiting_writes_.empty() || !waiting_flushes_.empty() || !finishing_flushes_.empty()) Kick(lk);
 }
 
 // A failed write's block, after a flush: read what the medium holds to

@@ -130,6 +130,7 @@ class IntegrityDevice final : public StackedDevice {
   std::vector<BioPtr> waiting_flushes_;  // GUARDED_BY(mu_)
   std::vector<BioPtr> finishing_flushes_;  // GUARDED_BY(mu_): durable, waiting for their collapses
   bool committing_ = false;              // GUARDED_BY(mu_): one commit at a time
+  uint64_t data_in_flight_ = 0;          // GUARDED_BY(mu_): data writes of commits, not yet completed
   bool kicking_ = false;                 // GUARDED_BY(mu_): a Kick is running (maybe up this stack)
   bool rekick_ = false;                  // GUARDED_BY(mu_): it must go round again
   std::set<uint64_t> unsettled_;         // GUARDED_BY(mu_): written (or failed), awaiting a flush
