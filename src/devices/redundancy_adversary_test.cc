@@ -144,7 +144,8 @@ TEST(ParityAdversary, AStripeAssemblyCouldNotResyncStaysMarkedAcrossACrash) {
   for (auto& f : {f0, f1, f2})
     f->AddRule({.op = BioOp::kWrite, .offset = kBitmapAt, .len = 4096, .skip = 1});
   EXPECT_FALSE(ParityDevice::Create(legs));
-  for (auto& f : {f0, f2}) f->ClearRules();
+  for (auto& f : {f0, f1, f2}) f->ClearRules();
+  f1->AddRule({.op = BioOp::kRead, .offset = doff, .len = 4096});  // still unreadable
   auto p = ParityDevice::Create(legs);
   ASSERT_TRUE(p) << p.error().message();
   Bytes got(4096);
