@@ -78,6 +78,39 @@ TEST(MirrorAdversary, RebuildingAStaleLegNeverTakesABlockFromTheStaleLegItself) 
   }
 }
 
+// The same fallback in the dirty-region resync overwrites a CURRENT leg:
+// leg 1 is stale (older image), region 0 is dirty (a crash mid-write), and
+// the source (leg 0) cannot read block 0. The resync takes leg 1's stale
+// copy and writes it over leg 2, the only leg left with the acknowledged one.
+TEST(MirrorAdversary, DirtyRegionResyncNeverCopiesAStaleLegOverACurrentOne) {
+  auto m0 = Mem(), m1 = Mem(), m2 = Mem();
+  auto f0 = std::make_shared<FaultDevice>(m0);
+  const std::vector<std::shared_ptr<BlockDevice>> legs{f0, m1, m2};
+  const Bytes a = Pattern(4096, 11), b = Pattern(4096, 12);
+  uint64_t doff = 0;
+  {
+    auto m = MirrorDevice::Create(legs);
+    ASSERT_TRUE(m) << m.error().message();
+    doff = (*m)->data_offset();
+    ASSERT_TRUE(WriteSync(**m, 0, a.data(), 4096).ok());
+    ASSERT_TRUE(FlushSync(**m).ok());
+  }
+  const Bytes old_leg1 = Raw(*m1, 0, kLeg);
+  {
+    auto m = MirrorDevice::Create(legs);
+    ASSERT_TRUE(m) << m.error().message();
+    ASSERT_TRUE(WriteSync(**m, 0, b.data(), 4096).ok());
+    ASSERT_TRUE(FlushSync(**m).ok());
+  }
+  m1->WriteRaw(0, old_leg1.data(), old_leg1.size());  // leg 1: older image, stale
+  const std::byte bit0{1};
+  m0->WriteRaw(kBitmapAt, &bit0, 1);  // region 0 dirty (a crash mid-write elsewhere in it)
+  f0->AddRule({.op = BioOp::kRead, .offset = doff, .len = 4096});
+  auto m = MirrorDevice::Create(legs);
+  if (!m) return;
+  EXPECT_TRUE(Raw(*m2, doff, 4096) == b) << "the resync copied stale leg 1's block 0 over current leg 2";
+}
+
 // ---- parity: a crash between two legs' events bumps ---------------------------
 
 // Claim: after a crash nothing acknowledged is lost and the set assembles.
