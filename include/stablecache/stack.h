@@ -62,6 +62,10 @@ struct BuildOptions {
   // record goes). False: a blank device is an error instead (for `info`,
   // `check` and `scrub`, which must not write a new volume).
   bool format = true;
+  // Open redundant sets without writing anything (no events bump, dirty
+  // regions not resynced, stale legs not rebuilt; parity treats the dirty
+  // regions as stale). For `info`, `check` and `scrub` without --repair.
+  bool inspect = false;
   // Where BuildStack reports what works but is probably not meant (an
   // integrity layer above a mirror or parity) and what assembly found and
   // did (swapped, blank or stale legs, dirty regions resynced). May be null.

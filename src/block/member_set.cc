@@ -115,6 +115,7 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
   }
 
   SetMembers m;
+  m.inspect = spec.inspect;
   m.description.layer = layer;
   m.description.format = fmt::format("{} v1", spec.magic);
   // The valid legs: one set, the spec's leg count, one leg per role, one geometry.
@@ -248,6 +249,7 @@ MemberSet::MemberSet(SetMembers m)
       uuid_(m.uuid),
       magic_(m.description.format.substr(0, 8)),
       fresh_(m.fresh),
+      inspect_(m.inspect),
       found_events_(m.events),
       stale_(std::move(m.stale)),
       behind_(legs_.size(), false),
@@ -294,10 +296,24 @@ Status MemberSet::Assemble(const ResyncHooks& hooks, const ResyncProgressFn& pro
   };
   {
     std::lock_guard lk(mu_);
-    events_ = fresh_ ? 1 : found_events_ + 1;
+    events_ = fresh_ ? 1 : inspect_ ? found_events_ : found_events_ + 1;
   }
-  if (fresh_) {
-    SC_RETURN_IF_ERROR(WriteIntent::WriteClean(all, layout_.bitmap));
+  if (inspect_) {
+    // Opened to be looked at (`stablecache info`, `check`, `scrub`): no
+    // events bump, no resync, no rebuild. Stale legs are still never read.
+    auto dirty = WriteIntent::ReadDirty(current, layout_.bitmap);
+    if (!dirty) return dirty.error();
+    const uint64_t dirty_count = static_cast<uint64_t>(std::count(dirty->begin(), dirty->end(), true));
+    for (uint64_t r = 0; r < dirty->size(); r++)
+      if ((*dirty)[r]) dirty_at_open_.push_back(r);
+    desc_.notes.push_back(fmt::format("opened for inspection: nothing written; {} dirty region(s) not resynced{}",
+                                      dirty_count,
+                                      std::find(stale_.begin(), stale_.end(), true) != stale_.end()
+                                          ? ", stale legs not rebuilt"
+                                          : ""));
+  } else if (fresh_) {
+    SC_RETURN_IF_ERROR(
+        WriteIntent::WriteClean(all, layout_.bitmap, hooks.keep_regions ? hooks.keep_regions() : std::vector<uint64_t>{}));
     for (size_t i = 0; i < n; i++) SC_RETURN_IF_ERROR(WriteRecordSync(i));
   } else {
     // 1. The current legs move ahead first: a crash from here on leaves the
@@ -342,7 +358,8 @@ Status MemberSet::Assemble(const ResyncHooks& hooks, const ResyncProgressFn& pro
     // 4. Everything written so far is durable, then the bitmap is clear,
     //    then the rebuilt legs are current.
     for (BlockDevice* l : all) SC_RETURN_IF_ERROR(FlushSync(*l));
-    SC_RETURN_IF_ERROR(WriteIntent::WriteClean(all, layout_.bitmap));
+    SC_RETURN_IF_ERROR(
+        WriteIntent::WriteClean(all, layout_.bitmap, hooks.keep_regions ? hooks.keep_regions() : std::vector<uint64_t>{}));
     for (size_t i = 0; i < n; i++)
       if (stale_[i]) SC_RETURN_IF_ERROR(WriteRecordSync(i));
   }

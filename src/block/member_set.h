@@ -91,6 +91,7 @@ struct SetSpec {
   uint32_t chunk_bytes = 4096;
   size_t max_stale = 1;    // legs that can be rebuilt at once
   bool format = true;      // every leg blank: format a new set (else an error)
+  bool inspect = false;    // assemble without writing: no events bump, resync or rebuild
 };
 
 // The legs as found, checked against the spec and placed by role.
@@ -100,6 +101,7 @@ struct SetMembers {
   Uuid uuid;
   uint64_t events = 0;      // the highest events found (0: fresh)
   bool fresh = false;       // every leg blank: format
+  bool inspect = false;     // SetSpec::inspect: assembly writes nothing
   std::vector<bool> stale;  // by role
   SetDescription description;
 };
@@ -116,6 +118,9 @@ struct ResyncHooks {
   std::function<Status(size_t leg, uint64_t off, uint64_t len)> rebuild;
   // Parity: a stale leg cannot be rebuilt where parity may be stale.
   bool stale_leg_needs_clean_regions = false;
+  // Regions whose bits must stay set when the bitmap is cleared at the end
+  // of assembly (parity: dirty stripes it could not resync).
+  std::function<std::vector<uint64_t>()> keep_regions;
 };
 
 class MemberSet {
@@ -124,6 +129,8 @@ class MemberSet {
   // Formats blank legs or brings the set current; see the top comment.
   [[nodiscard]] Status Assemble(const ResyncHooks& hooks, const ResyncProgressFn& progress);
   const SetLayout& layout() const { return layout_; }
+  // Inspect mode: the regions the bitmap marks dirty (not resynced).
+  const std::vector<uint64_t>& dirty_at_open() const { return dirty_at_open_; }
 
   // A leg failed a write: it is behind. Bumps the events on the other
   // legs (asynchronously, records written and flushed), then calls done
@@ -142,6 +149,8 @@ class MemberSet {
   const Uuid uuid_;
   const std::string magic_;
   const bool fresh_;
+  const bool inspect_;
+  std::vector<uint64_t> dirty_at_open_;
   const uint64_t found_events_;
   std::vector<bool> stale_;
   mutable std::mutex mu_;

@@ -74,7 +74,8 @@ std::vector<std::byte> EncodeRecord(const MetadataRecord& r) {
   Store<uint32_t>(b, kLenAt, static_cast<uint32_t>(r.payload.size()));
   Store<uint64_t>(b, kGenAt, r.generation);
   std::memcpy(b.data() + kUuidAt, r.uuid.bytes.data(), 16);
-  std::memcpy(b.data() + kRecordHeaderBytes, r.payload.data(), std::min<size_t>(r.payload.size(), kRecordPayloadMax));
+  if (!r.payload.empty())
+    std::memcpy(b.data() + kRecordHeaderBytes, r.payload.data(), std::min<size_t>(r.payload.size(), kRecordPayloadMax));
   Store<uint32_t>(b, kCrcAt, BlockCrc(b));
   return b;
 }

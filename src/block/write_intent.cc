@@ -196,13 +196,18 @@ Result<std::vector<bool>> WriteIntent::ReadDirty(const std::vector<BlockDevice*>
   return dirty;
 }
 
-Status WriteIntent::WriteClean(const std::vector<BlockDevice*>& legs, const BitmapGeometry& g) {
-  auto zero = AllocAligned(kBlock);
-  std::memset(zero.get(), 0, kBlock);
+Status WriteIntent::WriteClean(const std::vector<BlockDevice*>& legs, const BitmapGeometry& g,
+                               const std::vector<uint64_t>& keep) {
+  std::vector<uint8_t> bits(g.regions, 0);
+  for (uint64_t r : keep)
+    if (r < bits.size()) bits[r] = 1;
+  auto buf = AllocAligned(kBlock);
   for (BlockDevice* leg : legs) {
-    for (uint64_t b = 0; b < g.bitmap_blocks; b++)
-      SC_RETURN_IF_ERROR(WriteSync(*leg, g.bitmap_offset + b * kBlock, zero.get(), kBlock)
+    for (uint64_t b = 0; b < g.bitmap_blocks; b++) {
+      Pack(bits, b, buf.get());
+      SC_RETURN_IF_ERROR(WriteSync(*leg, g.bitmap_offset + b * kBlock, buf.get(), kBlock)
                              .WithContext("clearing the write-intent bitmap"));
+    }
     SC_RETURN_IF_ERROR(FlushSync(*leg));
   }
   return Status::Ok();

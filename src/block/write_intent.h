@@ -73,7 +73,10 @@ class WriteIntent {
   [[nodiscard]] static Result<std::vector<bool>> ReadDirty(const std::vector<BlockDevice*>& legs,
                                                            const BitmapGeometry& g);
   // Writes an all-clear bitmap to `legs` and flushes them.
-  [[nodiscard]] static Status WriteClean(const std::vector<BlockDevice*>& legs, const BitmapGeometry& g);
+  // Writes a bitmap with only the regions `keep` set (regions assembly
+  // could not resync stay marked across a crash), and flushes.
+  [[nodiscard]] static Status WriteClean(const std::vector<BlockDevice*>& legs, const BitmapGeometry& g,
+                                         const std::vector<uint64_t>& keep = {});
 
  private:
   struct Waiter {

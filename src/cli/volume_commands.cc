@@ -34,9 +34,12 @@ int Fail(const char* cmd, const Status& st) {
   return 1;
 }
 
-Result<std::shared_ptr<BlockDevice>> OpenExisting(const std::string& spec) {
+// Nothing is formatted, and unless it is to repair, nothing is written:
+// sets are assembled for inspection (no events bump, no resync).
+Result<std::shared_ptr<BlockDevice>> OpenExisting(const std::string& spec, bool repair = false) {
   BuildOptions bo;
   bo.format = false;
+  bo.inspect = !repair;
   return BuildStack(spec, bo);
 }
 
@@ -99,7 +102,7 @@ ReadCheck ReadEverything(BlockDevice& dev) {
 }
 
 int RunCheck(const VolumeArgs& a, const char* cmd) {
-  auto dev = OpenExisting(a.spec);
+  auto dev = OpenExisting(a.spec, a.repair);
   if (!dev) return Fail(cmd, dev.error());
   ReadCheck rc;
   if (std::string(cmd) == "check") rc = ReadEverything(**dev);

@@ -37,12 +37,13 @@ Result<std::shared_ptr<MirrorDevice>> MirrorDevice::Create(std::vector<std::shar
                                                            const MirrorOptions& opts) {
   if (legs.size() < 2) return Err(Status::InvalidArgument(fmt::format("mirror needs at least 2 legs, got {}", legs.size())));
   const size_t n = legs.size();
-  auto m = ReadMembers(std::move(legs), {.magic = "SCMIRROR", .layer = "mirror", .chunk_bytes = 4096, .max_stale = n - 1, .format = opts.format});
+  auto m = ReadMembers(std::move(legs), {.magic = "SCMIRROR", .layer = "mirror", .chunk_bytes = 4096, .max_stale = n - 1, .format = opts.format, .inspect = opts.inspect});
   if (!m) return Err(m.error());
   size_t source = 0;
   while (m->stale[source]) source++;
+  const std::vector<bool> stale = m->stale;
   auto dev = std::shared_ptr<MirrorDevice>(new MirrorDevice(std::move(*m), opts));
-  if (Status st = dev->members_->Assemble(dev->Hooks(source), opts.progress); !st.ok()) return Err(st);
+  if (Status st = dev->members_->Assemble(dev->Hooks(source, stale), opts.progress); !st.ok()) return Err(st);
   return dev;
 }
 
@@ -53,15 +54,17 @@ MirrorDevice::MirrorDevice(SetMembers m, const MirrorOptions& opts)
 }
 
 // Copies [off, off + len) of leg data from `source` to the legs `to`; a
-// block the source cannot read comes from the first other leg that can.
-Status MirrorDevice::CopyRange(size_t source, const std::vector<size_t>& to, uint64_t off, uint64_t len) {
+// block the source cannot read comes from the first other current leg
+// that can (never from a stale one: it holds old data).
+Status MirrorDevice::CopyRange(size_t source, const std::vector<size_t>& to, const std::vector<bool>& stale,
+                               uint64_t off, uint64_t len) {
   auto buf = AllocAligned(len);
   const uint32_t n32 = static_cast<uint32_t>(len);
   if (!ReadSync(*legs_[source], data_offset_ + off, buf.get(), n32).ok()) {
     for (uint64_t b = 0; b < len; b += kBlock) {
       Status st = ReadSync(*legs_[source], data_offset_ + off + b, buf.get() + b, kBlock);
       for (size_t l = 0; !st.ok() && l < legs_.size(); l++) {
-        if (l == source || std::find(to.begin(), to.end(), l) == to.end()) continue;
+        if (l == source || stale[l]) continue;
         st = ReadSync(*legs_[l], data_offset_ + off + b, buf.get() + b, kBlock);
       }
       if (!st.ok()) return st.WithContext(fmt::format("mirror: no current leg can read leg offset {}", off + b));
@@ -71,15 +74,17 @@ Status MirrorDevice::CopyRange(size_t source, const std::vector<size_t>& to, uin
   return Status::Ok();
 }
 
-ResyncHooks MirrorDevice::Hooks(size_t source) {
+ResyncHooks MirrorDevice::Hooks(size_t source, std::vector<bool> stale) {
   ResyncHooks h;
-  h.resync_dirty = [this, source](uint64_t off, uint64_t len) {
+  h.resync_dirty = [this, source, stale](uint64_t off, uint64_t len) {
     std::vector<size_t> others;
     for (size_t l = 0; l < legs_.size(); l++)
       if (l != source) others.push_back(l);
-    return CopyRange(source, others, off, len);
+    return CopyRange(source, others, stale, off, len);
   };
-  h.rebuild = [this, source](size_t leg, uint64_t off, uint64_t len) { return CopyRange(source, {leg}, off, len); };
+  h.rebuild = [this, source, stale](size_t leg, uint64_t off, uint64_t len) {
+    return CopyRange(source, {leg}, stale, off, len);
+  };
   return h;
 }
 

@@ -50,6 +50,7 @@ namespace stablecache {
 struct MirrorOptions {
   Stability required = Stability::kDeclaredStable;
   bool format = true;         // every leg blank: format a new set (else an error)
+  bool inspect = false;       // open without writing (no events bump, resync or rebuild)
   ResyncProgressFn progress;  // called while Create resyncs legs
 };
 
@@ -62,8 +63,9 @@ class MirrorDevice final : public FanoutDevice {
  private:
   struct Read;
   MirrorDevice(SetMembers m, const MirrorOptions& opts);
-  ResyncHooks Hooks(size_t source);
-  Status CopyRange(size_t source, const std::vector<size_t>& to, uint64_t off, uint64_t len);
+  ResyncHooks Hooks(size_t source, std::vector<bool> stale);
+  Status CopyRange(size_t source, const std::vector<size_t>& to, const std::vector<bool>& stale, uint64_t off,
+                   uint64_t len);
   void SubmitWrite(BioPtr bio);
   void WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, uint64_t r1);
   void FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, uint64_t off, uint64_t len, uint64_t r0,

@@ -62,11 +62,17 @@ Result<std::shared_ptr<ParityDevice>> ParityDevice::Create(std::vector<std::shar
     if (legs[i]->Info().logical_block_size > kChunk)
       return Err(Status::InvalidArgument(fmt::format("parity leg {} has {}-byte blocks; chunks are 4096 bytes", i,
                                                      legs[i]->Info().logical_block_size)));
-  auto m = ReadMembers(std::move(legs), {.magic = "SCPARITY", .layer = "parity", .chunk_bytes = kChunk, .max_stale = 1, .format = opts.format});
+  auto m = ReadMembers(std::move(legs), {.magic = "SCPARITY", .layer = "parity", .chunk_bytes = kChunk, .max_stale = 1, .format = opts.format, .inspect = opts.inspect});
   if (!m) return Err(m.error());
   auto dev = std::shared_ptr<ParityDevice>(new ParityDevice(std::move(*m), opts));
   if (dev->info_.size_bytes == 0) return Err(Status::NoSpace("parity: a leg has no room for one stripe"));
   if (Status st = dev->members_->Assemble(dev->Hooks(), opts.progress); !st.ok()) return Err(st);
+  if (opts.inspect) {  // nothing resynced: no reconstruction may use a dirty region's parity
+    const uint64_t per = dev->members_->layout().bitmap.region_bytes / kChunk;
+    std::lock_guard lk(dev->stale_mu_);
+    for (uint64_t r : dev->members_->dirty_at_open())
+      for (uint64_t st = r * per; st < (r + 1) * per; st++) dev->stale_stripes_.insert(st);
+  }
   // Dirty stripes whose data could not be read stay parity-may-be-stale,
   // held in the bitmap, so no reconstruction ever uses their parity.
   for (uint64_t st : dev->stale_at_assembly_) dev->MarkStale(st, st + 1);
@@ -94,6 +100,12 @@ ResyncHooks ParityDevice::Hooks() {
     return RebuildLeg(leg, off / kChunk, (off + len) / kChunk);
   };
   h.stale_leg_needs_clean_regions = true;
+  h.keep_regions = [this] {
+    std::vector<uint64_t> regions;
+    const uint64_t rb = members_->layout().bitmap.region_bytes;
+    for (uint64_t st : stale_at_assembly_) regions.push_back(st * kChunk / rb);
+    return regions;
+  };
   return h;
 }
 

@@ -62,6 +62,7 @@ namespace stablecache {
 struct ParityOptions {
   Stability required = Stability::kDeclaredStable;
   bool format = true;         // every leg blank: format a new set (else an error)
+  bool inspect = false;       // open without writing (no events bump, resync or rebuild)
   ResyncProgressFn progress;  // called while Create resyncs
 };
 

@@ -104,7 +104,7 @@ Result<std::shared_ptr<BlockDevice>> BuildFile(const Ctx& c, const LayerSpec& l)
   auto size = UintOption(c, l, *o, "size", l.value.empty() ? c.opts.default_file_size : 0);
   if (!size) return Err(size.error());
   fo.size_bytes = *size;
-  fo.create = fo.size_bytes != 0;
+  fo.create = fo.size_bytes != 0 && c.opts.format;  // never create a missing file when not formatting
   if (auto it = o->find("direct"); it != o->end()) {
     if (it->second == "auto") fo.direct = DirectMode::kAuto;
     else if (it->second == "on") fo.direct = DirectMode::kOn;
@@ -242,7 +242,7 @@ Result<std::shared_ptr<BlockDevice>> BuildFanout(const Ctx& c, const LayerSpec& 
   if (!o) return Err(o.error());
   auto req = RequireOption(c, l, *o, Options{}.required);
   if (!req) return Err(req.error());
-  Options fo{.required = *req, .format = c.opts.format};
+  Options fo{.required = *req, .format = c.opts.format, .inspect = c.opts.inspect};
   if (c.opts.resync_progress)
     fo.progress = [f = c.opts.resync_progress](const ResyncProgress& p) { f(p.what, p.done_bytes, p.total_bytes); };
   auto dev = Device::Create(std::move(legs), fo);
