@@ -15,32 +15,13 @@
 #include "devices/integrity_device.h"
 #include "devices/logwrites_device.h"
 #include "devices/memory_device.h"
+#include "devices/integrity_test_util.h"
 #include "stablecache/cache.h"
 
 namespace stablecache {
 namespace {
 
-constexpr uint64_t kBlock = 4096;
-
-std::shared_ptr<MemoryDevice> Mem(uint64_t size = 1 << 20) { return *MemoryDevice::Create({.size_bytes = size}); }
-
-std::vector<std::byte> Pattern(uint64_t block, uint32_t version) {
-  std::vector<std::byte> b(kBlock);
-  std::mt19937_64 rng(block * 1000003 + version);
-  for (size_t i = 0; i < kBlock; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(b.data() + i, &v, 8);
-  }
-  std::memcpy(b.data(), &block, 8);
-  std::memcpy(b.data() + 8, &version, 4);
-  return b;
-}
-
-std::shared_ptr<MemoryDevice> FromImage(const std::vector<std::byte>& image) {
-  auto m = Mem(image.size());
-  m->WriteRaw(0, image.data(), image.size());
-  return m;
-}
+using namespace integrity_test;
 
 int Env(const char* n, int d) {
   const char* v = getenv(n);
