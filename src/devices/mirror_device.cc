@@ -163,7 +163,8 @@ void MirrorDevice::StartRecovery(std::shared_ptr<Read> r) {
 void MirrorDevice::SubmitWrite(BioPtr bio) {
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   const uint64_t off = bio->offset, len = bio->Length();
-  auto [r0, r1] = intent_->Regions(off, len);
+  const auto regions = intent_->Regions(off, len);
+  const uint64_t r0 = regions.first, r1 = regions.second;
   auto holder = std::make_shared<BioPtr>(std::move(bio));
   // 1. The regions' bits are durable on every leg; 2. the range is ours.
   intent_->BeginWrite(r0, r1, [this, holder, off, len, r0, r1](Status st) {
@@ -283,7 +284,9 @@ void MirrorDevice::Repair(std::shared_ptr<Read> r, Status result) {
     locks_.Release(r->ticket);
     Bio::Complete(std::move(r->parent), std::move(result));
   });
-  for (auto [block, leg] : r->repairs) {
+  for (const auto& repair : r->repairs) {
+    const uint64_t block = repair.first;
+    const size_t leg = repair.second;
     auto c = join->Child(BioOp::kWrite, data_offset_ + r->offset + block * kBlock, Stability::kStable);
     c->AddSegment(r->flat.get() + block * kBlock, kBlock);
     auto counted = std::move(c->on_complete);
