@@ -20,6 +20,7 @@
 #include "devices/parity_device.h"
 #include "stablecache/cache.h"
 #include "stablecache/stack.h"
+#include "held_writes.h"
 #include "test_util.h"
 
 namespace stablecache {
@@ -101,6 +102,7 @@ TEST(AcknowledgedData, EachCacheOverOneFileDeviceMovesItsOwnBytes) {
 TEST(AcknowledgedData, SyncWaitsForAPageThatWritebackHasTakenButNotSubmitted) {
   auto mem = *MemoryDevice::Create({.size_bytes = 1 << 20, .late_copy = true, .manual_release = true});
   auto cache = SmallCache(StablePolicy::kBounce, 1 << 20, 1);
+  testing::PreformatHeld(*mem);
   auto file = std::move(*cache->Open(mem));
   ASSERT_TRUE(file->Write(0, Pattern(2 * kPage, 1)));
   ASSERT_TRUE(file->SyncRange(0, kPage, kSyncWrite).ok());  // page 0 holds the reserve
@@ -152,7 +154,9 @@ TEST(AcknowledgedData, ExtendingPastACleanPartialPageWritesItsZeroTail) {
 // when one Sync stopped early, no later Sync wrote the rest.
 TEST(AcknowledgedData, HolesAreWrittenEvenAfterASyncThatStoppedEarly) {
   constexpr uint64_t kSize = 1 << 20;
-  auto mem = *MemoryDevice::Create({.size_bytes = kSize});
+  // Junk wherever the file may go; the last 8 KiB are for its size record
+  // (junk there would be refused as a corrupt record).
+  auto mem = *MemoryDevice::Create({.size_bytes = kSize + 8192});
   std::vector<std::byte> junk(kSize, std::byte{0xaa});
   mem->WriteRaw(0, junk.data(), junk.size());
   auto fault = std::make_shared<FaultDevice>(mem);
@@ -191,13 +195,13 @@ TEST(AcknowledgedData, HolesAreWrittenEvenAfterASyncThatStoppedEarly) {
 TEST(AcknowledgedData, FailedWritesRacingForksLeakNoDirtyCount) {
   auto mem = *MemoryDevice::Create({.size_bytes = 1 << 20});
   auto fault = std::make_shared<FaultDevice>(mem);
-  fault->AddRule({.op = BioOp::kWrite});
   CacheOptions co;
   co.capacity_bytes = 1 << 20;
   co.policy = StablePolicy::kFork;
   co.writeback_interval_ms = 1;
   auto cache = *Cache::Create(co);
   auto file = std::move(*cache->Open(fault));
+  fault->AddRule({.op = BioOp::kWrite});  // once open: Open formats the size record
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   for (int t = 0; t < 3; t++)
@@ -391,9 +395,9 @@ TEST(AcknowledgedData, DroppingAHandleWhoseSyncFailsKeepsTheDirtyPages) {
   auto mem = *MemoryDevice::Create({.size_bytes = 1 << 20});
   auto fault = std::make_shared<FaultDevice>(mem);
   auto cache = SmallCache();
-  fault->AddRule({.op = BioOp::kWrite});
   {
     auto file = std::move(*cache->Open(fault));
+    fault->AddRule({.op = BioOp::kWrite});  // once open: Open formats the size record
     ASSERT_TRUE(file->Write(0, Pattern(kPage, 11)));
   }  // the destructor's Sync fails
   fault->ClearRules();
@@ -466,7 +470,7 @@ namespace {
 // cache must end with no page leaked or freed twice.
 TEST(PageIndex, LookupsRacingRecycledDescriptorsKeepEveryReference) {
   constexpr uint64_t kPages = 512;
-  auto mem = *MemoryDevice::Create({.size_bytes = kPages * kPage});
+  auto mem = *MemoryDevice::Create({.size_bytes = kPages * kPage + 8192});  // and the size record
   for (uint64_t p = 0; p < kPages; p++) {
     auto d = Pattern(kPage, static_cast<uint32_t>(p));
     mem->WriteRaw(p * kPage, d.data(), kPage);

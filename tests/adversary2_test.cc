@@ -151,9 +151,9 @@ TEST(Adversary2DirtyLimit, FailingDevicesTogetherNeverFillTheCacheAndHangAHealth
   for (int d = 0; d < 4; d++) {
     auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20});
     auto fault = std::make_shared<FaultDevice>(mem);
-    fault->AddRule({.op = BioOp::kWrite, .count = -1});
     auto f = cache->Open(fault);
     ASSERT_TRUE(f);
+    fault->AddRule({.op = BioOp::kWrite, .count = -1});  // once open: Open formats the size record
     File* file = f->get();
     dead.push_back(fault);
     files.push_back(std::move(*f));

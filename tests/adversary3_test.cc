@@ -69,6 +69,7 @@ class HoldWrites final : public StackedDevice {
 // when the handle goes, with no error anywhere, and until then the cache's
 // dirty count holds a page no flusher can clean.
 TEST(Adversary3Lifetime, AWriteThatOutlastsACloseOnAnotherThreadIsNotSilentlyDropped) {
+  constexpr uint64_t kFileBytes = (1 << 20) - 8192;  // the last 8 KiB hold the file size record
   auto cache = *Cache::Create({.capacity_bytes = 16 * 4096,
                                .io_reserve_frames = 4,
                                .dirty_background_ratio = 1.0,
@@ -78,7 +79,7 @@ TEST(Adversary3Lifetime, AWriteThatOutlastsACloseOnAnotherThreadIsNotSilentlyDro
   // Device B fills the whole cache with pages under (held) writeback.
   auto mem_b = *MemoryDevice::Create({.size_bytes = 1 << 20});
   auto hold_b = std::make_shared<HoldWrites>(mem_b);
-  auto fb = cache->Open(hold_b, {.initial_size = 1 << 20});
+  auto fb = cache->Open(hold_b, {.initial_size = kFileBytes});
   ASSERT_TRUE(fb);
   for (uint64_t i = 0; i < 16; i++) ASSERT_TRUE((*fb)->Write(i * 4096, Pattern(4096, 50 + i)));
   hold_b->Hold();
@@ -87,7 +88,7 @@ TEST(Adversary3Lifetime, AWriteThatOutlastsACloseOnAnotherThreadIsNotSilentlyDro
 
   // Device A: a writer thread blocks in AllocPage, past the open check.
   auto mem_a = *MemoryDevice::Create({.size_bytes = 1 << 20});
-  auto fa = cache->Open(mem_a, {.initial_size = 1 << 20});
+  auto fa = cache->Open(mem_a, {.initial_size = kFileBytes});
   ASSERT_TRUE(fa);
   File* file_a = fa->get();
   std::promise<Result<size_t>> wrote;
@@ -113,7 +114,7 @@ TEST(Adversary3Lifetime, AWriteThatOutlastsACloseOnAnotherThreadIsNotSilentlyDro
   EXPECT_TRUE(closed.ok()) << closed.ToString();
   EXPECT_EQ(cache->Stats().dirty_pages, 0u) << "Close returned with the racing write's page still dirty";
   fa->reset();  // the handle goes (it was closed)
-  auto again = cache->Open(mem_a, {.initial_size = 1 << 20});
+  auto again = cache->Open(mem_a, {.initial_size = kFileBytes});
   ASSERT_TRUE(again);
   Bytes got(4096);
   ASSERT_TRUE((*again)->Read(0, got));

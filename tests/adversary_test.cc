@@ -14,6 +14,7 @@
 #include "devices/fault_device.h"
 #include "devices/memory_device.h"
 #include "stablecache/cache.h"
+#include "held_writes.h"
 #include "test_util.h"
 
 namespace stablecache {
@@ -184,10 +185,11 @@ TEST(AdversaryLifetime, SpaceKeptForFailedWritebackIsReleasedOnceItsPagesAreWrit
     auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20});
     auto fault = std::make_shared<FaultDevice>(mem);
     watch = fault;
-    fault->AddRule({.op = BioOp::kWrite, .count = -1});
     {
       auto f = cache->Open(fault);
       ASSERT_TRUE(f);
+      // Dies once open: Open writes the file size record of a blank device.
+      fault->AddRule({.op = BioOp::kWrite, .count = -1});
       ASSERT_TRUE((*f)->Write(0, Pattern(4 * 4096, 3)));
       EXPECT_FALSE((*f)->Close().ok());
     }
@@ -213,9 +215,9 @@ TEST(AdversaryDirtyLimit, WritesToAHealthyDeviceSucceedAfterADeadDevicesFileIsCl
   {
     auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20});
     auto dead = std::make_shared<FaultDevice>(mem);
-    dead->AddRule({.op = BioOp::kWrite, .count = -1});
     auto f = cache->Open(dead);
     ASSERT_TRUE(f);
+    dead->AddRule({.op = BioOp::kWrite, .count = -1});  // once open: Open formats the size record
     const Bytes page = Pattern(4096, 4);
     bool refused = false;
     for (uint64_t i = 0; i < 256 && !refused; i++) refused = !(*f)->Write(i * 4096, page).has_value();
@@ -251,6 +253,7 @@ TEST(AdversaryBounce, SyncAndBackgroundWritebackDoNotDeadlockOverTheLastBounceFr
                                  .io_reserve_frames = 1,
                                  .writeback_interval_ms = 3600 * 1000,
                                  .policy = StablePolicy::kBounce});
+    testing::PreformatHeld(*run->mem, 10 * 4096);
     auto f = run->cache->Open(run->mem, {.initial_size = 10 * 4096});
     ASSERT_TRUE(f);
     run->f = std::move(*f);

@@ -35,6 +35,7 @@
 #include <fmt/format.h>
 
 #include "cache/cache_impl.h"
+#include "cache/size_record.h"
 #include "devices/fault_device.h"
 #include "stablecache/cache.h"
 
@@ -239,7 +240,13 @@ inline void RunOnceUnbounded(const Scenario& sc, const Injection& inj, StablePol
     sc.setup(**f, m);
     if (Status st = (*f)->Close(); !st.ok()) return fail(Verdict::kSetupFailed, st.ToString());
   }
-  if (sc.reopen_size) m.Truncate(*sc.reopen_size);  // bytes past it on the device are stale, not data
+  if (sc.reopen_size) {
+    // The file on the medium is this long; bytes past it on the device are
+    // stale, not data (the size record says so, as after a crash).
+    m.Truncate(*sc.reopen_size);
+    if (Status st = RewriteSizeRecord(*rig.top, *sc.reopen_size); !st.ok())
+      return fail(Verdict::kSetupFailed, st.ToString());
+  }
   if (rig.after_setup) rig.after_setup();
 
   // 2. The measured phase, fault armed.

@@ -14,6 +14,7 @@
 #include "devices/verify_device.h"
 #include "stablecache/cache.h"
 #include "stablecache/stack.h"
+#include "held_writes.h"
 #include "test_util.h"
 
 namespace stablecache {
@@ -50,6 +51,9 @@ Rig MakeRig(StablePolicy policy) {
   Rig r;
   r.mem = *MemoryDevice::Create({.size_bytes = 4 << 20, .late_copy = true, .manual_release = true});
   r.mem->HoldOnly(0, 0);  // format and tag writes go through; data writes are held
+  testing::PreformatHeld({r.mem.get()}, [](const auto& leaves) {
+    return std::make_shared<VerifyDevice>(*IntegrityDevice::Create(leaves[0], {}));
+  });
   r.integrity = *IntegrityDevice::Create(r.mem, {});
   r.mem->HoldOnly(r.integrity->LowerOffset(0), UINT64_MAX);
   r.verify = std::make_shared<VerifyDevice>(r.integrity);
@@ -136,6 +140,12 @@ RedundantRig MakeRedundantRig(StablePolicy policy, bool parity) {
     r.legs.back()->HoldOnly(0, 0);
   }
   std::vector<std::shared_ptr<BlockDevice>> legs(r.legs.begin(), r.legs.end());
+  std::vector<MemoryDevice*> held;
+  for (auto& l : r.legs) held.push_back(l.get());
+  testing::PreformatHeld(held, [parity](const auto& leaves) -> std::shared_ptr<BlockDevice> {
+    if (parity) return *ParityDevice::Create(leaves);
+    return *MirrorDevice::Create(leaves);
+  });
   uint64_t data_offset;
   if (parity) {
     auto p = *ParityDevice::Create(legs);

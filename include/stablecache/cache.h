@@ -3,8 +3,18 @@
 // A Cache owns a memfd-backed arena of 4 KiB frames and never holds more
 // than `capacity_bytes` of file pages. A File is a byte-addressed view of one
 // BlockDevice stack through the cache (like a block device's page cache): its
-// size starts at FileOptions::initial_size and changes with Write and
-// Truncate; bytes never written read as zero.
+// size changes with Write and Truncate; bytes never written read as zero.
+// The size is kept on the medium, in the last two 4 KiB blocks of the device
+// (doc/file_format.md): the File may use the device's size rounded down to
+// 4 KiB, less 8 KiB. Open of a blank device starts the file at
+// FileOptions::initial_size and writes the record before it returns; a
+// reopen gets the recorded size.
+//  - The size is durable when Sync (or Close) returns, written after the
+//    data it covers (ordered mode); a truncate down reaches the medium at
+//    the next Sync; SyncRange never writes it. After a crash the file has
+//    the size of the last completed record write, which covers every byte
+//    a Sync acknowledged. A failed record write is a writeback error (every
+//    handle hears of it once) and is retried by the next Sync.
 //
 // Promises:
 //  - Read returns the latest Written bytes; data acknowledged by Sync is on
@@ -56,7 +66,11 @@ struct CacheOptions {
 };
 
 struct FileOptions {
-  uint64_t initial_size = 0;  // logical size at open
+  // The size of a new file (a blank device). 0: whatever the device holds
+  // (an empty file if blank). Non-zero and different from the size the
+  // device holds, or the size of the file already open on it in this
+  // cache: Open fails with kInvalidArgument naming both.
+  uint64_t initial_size = 0;
   // Overrides CacheOptions::policy for this file when set.
   std::optional<StablePolicy> policy;
 };
@@ -93,6 +107,9 @@ class Cache {
   virtual ~Cache() = default;
 
   // Opens the file that `device` holds. Two opens of one device share pages.
+  // Refuses (naming the device and what is there) a device whose last
+  // 8 KiB hold a corrupt record or another layer's, and a blank one whose
+  // block 0 holds another stablecache layer's superblock.
   [[nodiscard]] virtual Result<std::unique_ptr<File>> Open(std::shared_ptr<BlockDevice> device,
                                                            const FileOptions& opts = {}) = 0;
   virtual CacheStats Stats() const = 0;

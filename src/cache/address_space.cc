@@ -8,14 +8,15 @@
 
 namespace stablecache {
 
-AddressSpace::AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, uint64_t initial_size,
+AddressSpace::AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, const SizeRecordState& record,
                            StablePolicy policy)
     : cache_(cache),
       pool_(cache.pool()),
       dev_(std::move(dev)),
       policy_(policy),
-      device_pages_(dev_->Info().size_bytes >> 12),
-      size_(initial_size),
+      device_pages_(FileLimit(dev_->Info().size_bytes) >> 12),
+      size_(record.size),
+      size_record_(record),
       index_(cache.pool(), device_pages_) {
   size_t words = (device_pages_ + 63) / 64;
   valid_bits_ = std::make_unique<std::atomic<uint64_t>[]>(words);

@@ -1,7 +1,9 @@
 // AddressSpace: the cached state of one file (one BlockDevice stack).
 //
 // Holds the page index, dirty tracking, the pages under writeback, the file
-// size, which device pages are holes, and the errseq of writeback errors.
+// size (and its record on the medium, cache/size_record.h), which device
+// pages are holes, and the errseq of writeback errors. The file uses the
+// device's pages below its size record: device_pages() counts those.
 //
 // Locking order: invalidate_lock (shared for Read/Write, exclusive for
 // Truncate and extension) -> page lock -> state_mu_ / index shard locks.
@@ -21,6 +23,7 @@
 #include "cache/errseq.h"
 #include "cache/page_index.h"
 #include "cache/page_pool.h"
+#include "cache/size_record.h"
 #include "stablecache/block_device.h"
 #include "stablecache/cache.h"
 
@@ -30,7 +33,8 @@ class CacheImpl;
 
 class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
  public:
-  AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, uint64_t initial_size,
+  // `record`: what OpenSizeRecord found (or formatted) on the device.
+  AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, const SizeRecordState& record,
                StablePolicy policy);
   ~AddressSpace();
 
@@ -45,6 +49,8 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   uint64_t size() const { return size_.load(std::memory_order_acquire); }
   void set_size(uint64_t s) { size_.store(s, std::memory_order_release); }
   uint64_t EofPages() const { return (size() + 4095) >> 12; }
+  // The size on the medium and the Syncs that write it.
+  SizeRecord& size_record() { return size_record_; }
 
   // ---- the page index ----
   PageRef FindGet(uint64_t idx) { return pool_.Adopt(index_.FindGet(idx)); }
@@ -133,6 +139,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
 
   std::shared_mutex invalidate_lock_;
   std::atomic<uint64_t> size_;
+  SizeRecord size_record_;
   PageIndex index_;  // after pool_ and device_pages_: built from them
 
   mutable std::mutex state_mu_;

@@ -1,8 +1,12 @@
 #include "cache/cache_impl.h"
 
+#include <mutex>
+#include <shared_mutex>
+
 #include <fmt/format.h>
 
 #include "cache/file_handle.h"
+#include "cache/size_record.h"
 #include "writeback/flusher.h"
 #include "writeback/writeback.h"
 
@@ -73,28 +77,38 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
     return Err(Status::NotSupported(fmt::format("device '{}' has logical block size {}; the cache needs one "
                                                 "that divides 4096",
                                                 info.name, info.logical_block_size)));
-  if (info.size_bytes < kFrameSize)
-    return Err(Status::NoSpace(fmt::format("device '{}' holds {} bytes; the cache needs at least 4096",
-                                           info.name, info.size_bytes)));
-  uint64_t usable = info.size_bytes & ~uint64_t{kFrameSize - 1};
-  if (fo.initial_size > usable)
-    return Err(Status::OutOfRange(fmt::format("initial size {} exceeds device '{}' ({} usable bytes)",
-                                              fo.initial_size, info.name, usable)));
+  if (FileLimit(info.size_bytes) < kFrameSize)
+    return Err(Status::NoSpace(fmt::format("device '{}' holds {} bytes; the cache needs at least {}: one page and "
+                                           "the 8 KiB file size record",
+                                           info.name, info.size_bytes, kFrameSize + kSizeRecordBytes)));
   StablePolicy policy = fo.policy.value_or(opts_.policy);
   if (policy == StablePolicy::kAuto)
     policy = device->StackRequiredStability() > Stability::kUnstable ? StablePolicy::kFork : StablePolicy::kNone;
 
+  // One Open at a time reads (or formats) a device's size record, outside
+  // spaces_mu_ so the flusher and reclaim never wait on that I/O.
+  std::lock_guard open_lk(open_mu_);
   std::shared_ptr<AddressSpace> as;
   {
     std::lock_guard lk(spaces_mu_);
     auto it = spaces_.find(device.get());
     if (it != spaces_.end()) {
+      // Open already: the size in memory is the file's, whatever the medium
+      // says until the next Sync.
       as = it->second;
-    } else {
-      device->RegisterMemory(pool_->arena().Region());
-      as = std::make_shared<AddressSpace>(*this, device, fo.initial_size, policy);
-      spaces_.emplace(device.get(), as);
+      if (fo.initial_size != 0 && fo.initial_size != as->size())
+        return Err(SizeConflict(*device, as->size(), fo.initial_size));
+      as->open_handles().fetch_add(1);
+      return std::unique_ptr<File>(new FileHandle(shared_from_this(), as));
     }
+  }
+  auto record = OpenSizeRecord(*device, fo.initial_size);
+  if (!record) return Err(record.error());
+  {
+    std::lock_guard lk(spaces_mu_);
+    device->RegisterMemory(pool_->arena().Region());
+    as = std::make_shared<AddressSpace>(*this, device, *record, policy);
+    spaces_.emplace(device.get(), as);
     as->open_handles().fetch_add(1);
   }
   return std::unique_ptr<File>(new FileHandle(shared_from_this(), as));
@@ -112,6 +126,9 @@ namespace {
 // ended), then no unreported error (none of those writes failed).
 bool IdleNow(AddressSpace& as) {
   if (as.dirty_count() != 0 || as.holes_exposed().load()) return false;
+  // A size the medium does not hold yet (its record write failed) stays
+  // for the next handle's Sync, like a dirty page.
+  if (as.size_record().durable_size() != as.size()) return false;
   if (!as.NothingInFlight()) return false;
   return !as.errseq().HasUnseen();
 }
@@ -141,7 +158,36 @@ void CacheImpl::ReleaseSpace(AddressSpace& as) {
   as.device().UnregisterMemory(pool_->arena().Region());
 }
 
+namespace {
+// A space no handle holds whose size the medium lacks: the Close (or
+// handle destructor) that should have written it failed, and the space was
+// kept. Once the flusher has written its pages, this finishes that Close:
+// a flush, then the size record (ordered mode, as in Sync). A failure goes
+// into the errseq for the next handle, and the space stays.
+void PersistSizeOfClosedSpace(AddressSpace& as) {
+  const uint64_t errors = as.writeback_error_count();
+  uint64_t ticket;
+  {
+    std::shared_lock il(as.invalidate_lock());
+    ticket = as.size_record().BeginSync(as.size());
+  }
+  if (Status flush = FlushSync(as.device()); !flush.ok()) as.RecordWritebackError(flush);
+  const bool data_ok = as.writeback_error_count() == errors && as.dirty_count() == 0 && as.NothingInFlight();
+  if (Status rec = as.size_record().FinishSync(as.device(), ticket, data_ok); !rec.ok()) as.RecordWritebackError(rec);
+}
+}  // namespace
+
 void CacheImpl::ReleaseIdleSpaces() {
+  // Sizes left for the flusher by a failed Close, once their pages are out.
+  std::vector<std::shared_ptr<AddressSpace>> stale;
+  {
+    std::shared_lock lk(spaces_mu_);
+    for (auto& [dev, as] : spaces_)
+      if (as->open_handles().load() == 0 && as->dirty_count() == 0 && !as->holes_exposed().load() &&
+          as->NothingInFlight() && as->size_record().durable_size() != as->size())
+        stale.push_back(as);
+  }
+  for (auto& as : stale) PersistSizeOfClosedSpace(*as);
   // Never waits: the flusher calling this must not stall on one device.
   std::vector<std::shared_ptr<AddressSpace>> idle;
   {

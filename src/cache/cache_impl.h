@@ -81,7 +81,9 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
   // and the error back. ReleaseIdleSpaces lets it go once that is over.
   Status CloseSpace(const std::shared_ptr<AddressSpace>& as, bool keep_dirty);
   // Drops the spaces that no handle holds and that are clean, idle and
-  // have no unreported error (the flusher calls it after each pass).
+  // have no unreported error (the flusher calls it after each pass). First
+  // writes the size record of such spaces whose size the medium lacks (a
+  // failed Close left it): that I/O is the only wait here.
   void ReleaseIdleSpaces();
 
   uint64_t dirty_limit() const { return dirty_limit_; }
@@ -101,6 +103,7 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
   uint64_t dirty_limit_;
   uint64_t background_limit_;
 
+  std::mutex open_mu_;  // one Open at a time reads or formats a size record
   std::shared_mutex spaces_mu_;
   std::map<BlockDevice*, std::shared_ptr<AddressSpace>> spaces_;  // GUARDED_BY(spaces_mu_)
 

@@ -114,8 +114,8 @@ Result<size_t> FileHandle::Write(uint64_t offset, std::span<const std::byte> dat
   const uint64_t end = offset + data.size();
   const uint64_t limit = as.device_pages() << 12;
   if (end > limit)
-    return Err(Status::NoSpace(fmt::format("write of {} bytes at offset {} ends past the end of device '{}' "
-                                           "({} bytes)",
+    return Err(Status::NoSpace(fmt::format("write of {} bytes at offset {} ends past the file limit of device "
+                                           "'{}' ({} bytes: the last 8 KiB hold the file size record)",
                                            data.size(), offset, as.device().Info().name, limit)));
   if (Status st = cache_->BalanceDirtyPages(as); !st.ok()) return Err(st);
   {
@@ -145,9 +145,15 @@ Status FileHandle::ReportErrors() {
 }
 
 Status FileHandle::WriteBackAll() {
+  uint64_t ticket;
+  const uint64_t errors = as_->writeback_error_count();
   {
     std::shared_lock il(as_->invalidate_lock());
-    SC_RETURN_IF_ERROR(MaterializeHoles(*as_));
+    ticket = as_->size_record().BeginSync(as_->size());
+    if (Status st = MaterializeHoles(*as_); !st.ok()) {
+      (void)as_->size_record().FinishSync(as_->device(), ticket, /*data_ok=*/false);
+      return st;
+    }
   }
   WritebackRange(*as_, 0, UINT64_MAX, WritebackMode::kSync);
   WaitWritebackRange(*as_, 0, UINT64_MAX);
@@ -155,6 +161,14 @@ Status FileHandle::WriteBackAll() {
   // held it), so it goes into the errseq like a failed write: each handle
   // hears of it once.
   if (Status flush = FlushSync(as_->device()); !flush.ok()) as_->RecordWritebackError(flush);
+  // Then the size, once the data below it is on the medium (ordered mode);
+  // not when any write failed meanwhile, as its page may be below the size.
+  // A failed record write is a writeback error: every handle's data beyond
+  // the durable size is at stake, so every handle hears of it once, and the
+  // next Sync (of any handle) writes the record again.
+  const bool data_ok = as_->writeback_error_count() == errors;
+  if (Status rec = as_->size_record().FinishSync(as_->device(), ticket, data_ok); !rec.ok())
+    as_->RecordWritebackError(rec);
   return Status::Ok();
 }
 
@@ -190,7 +204,9 @@ Status FileHandle::Truncate(uint64_t size) {
   uint64_t limit = as.device_pages() << 12;
   if (size > limit)
     return Status::OutOfRange(
-        fmt::format("truncate to {} bytes exceeds device '{}' ({} bytes)", size, as.device().Info().name, limit));
+        fmt::format("truncate to {} bytes exceeds the file limit of device '{}' ({} bytes: the last 8 KiB hold the "
+                    "file size record)",
+                    size, as.device().Info().name, limit));
   std::unique_lock il(as.invalidate_lock());
   if (size < as.size()) return TruncateLocked(as, size);
   if (size > as.size()) return ExtendLocked(as, size);

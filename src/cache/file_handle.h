@@ -46,8 +46,10 @@ class FileHandle final : public File {
   Status CheckOpen(const char* op) const;
   Status CheckRange(const char* op, uint64_t offset, uint64_t len) const;
   Status ReportErrors();
-  // Sync without reporting: holes, dirty pages, then a flush whose failure
-  // goes into the errseq. Fails only when the holes could not be dirtied.
+  // Sync without reporting: holes, dirty pages, then a flush, then the size
+  // record if the size changed (cache/size_record.h); a failed flush or
+  // record write goes into the errseq. Fails only when the holes could not
+  // be dirtied.
   Status WriteBackAll();
 
   std::shared_ptr<CacheImpl> cache_;

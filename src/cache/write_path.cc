@@ -170,6 +170,11 @@ Status TruncateLocked(AddressSpace& as, uint64_t new_size) {
     const uint64_t tail_end = std::min<uint64_t>((new_size | (kFrameSize - 1)) + 1, as.size());
     SC_RETURN_IF_ERROR(WritePagesLocked(as, new_size, {kZeros, tail_end - new_size}));
   }
+  // A Sync under way must not record a size above this one: bytes past it
+  // stop being file data, and if the file grows again before that Sync's
+  // flush, the medium may still hold the old bytes there
+  // (cache/size_record.h).
+  as.size_record().NoteTruncate(new_size);
   as.set_size(new_size);
   // 2. Whole pages past EOF leave the cache, dirty or not; fork copies
   //    still under I/O there land before the hole does.

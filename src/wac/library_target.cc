@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "cache/size_record.h"
 #include "stablecache/stack.h"
 #include "wac/harness.h"
 #include "wac/wac.h"
@@ -134,9 +135,11 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   bo.default_file_size = cfg.file_size * 2 + (8 << 20);  // data, tags, slack
   auto dev = BuildStack(cfg.stack, bo);
   if (!dev) return Err(dev.error());
-  if ((*dev)->Info().size_bytes < cfg.file_size)
-    return Err(Status::InvalidArgument(fmt::format("stack '{}' holds {} bytes, less than --file-size {}", cfg.stack,
-                                                   (*dev)->Info().size_bytes, cfg.file_size)));
+  if (FileLimit((*dev)->Info().size_bytes) < cfg.file_size)
+    return Err(Status::InvalidArgument(fmt::format(
+        "stack '{}' holds {} bytes: a file of at most {} (the last 8 KiB hold its size record), less than "
+        "--file-size {}",
+        cfg.stack, (*dev)->Info().size_bytes, FileLimit((*dev)->Info().size_bytes), cfg.file_size)));
   CacheOptions co;
   co.policy = cfg.policy;
   co.capacity_bytes = std::max<uint64_t>(cfg.file_size + (16 << 20), 32 << 20);
