@@ -57,6 +57,8 @@ struct ScrubFinding {
   uint64_t block;     // 4 KiB block number on that layer (a stripe number for parity)
   std::string detail;
 };
+// "diverged", "parity", "unreadable", "degraded": the name reports use.
+const char* ScrubKindName(ScrubFinding::Kind k);
 struct ScrubReport {
   // In: also rewrite the bad copies from a good one (md's "repair"): a
   // degraded block from the copy that reads, a diverged mirror block from

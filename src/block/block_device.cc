@@ -53,6 +53,16 @@ Status WriteSync(BlockDevice& dev, uint64_t offset, const void* buf, uint32_t le
   return SubmitAndWait(dev, std::move(bio));
 }
 
+const char* ScrubKindName(ScrubFinding::Kind k) {
+  switch (k) {
+    case ScrubFinding::Kind::kMirrorDivergence: return "diverged";
+    case ScrubFinding::Kind::kParityMismatch: return "parity";
+    case ScrubFinding::Kind::kUnreadable: return "unreadable";
+    case ScrubFinding::Kind::kDegraded: return "degraded";
+  }
+  return "?";
+}
+
 void ScrubReport::Add(ScrubFinding f) {
   switch (f.kind) {
     case ScrubFinding::Kind::kMirrorDivergence: mirror_divergence++; break;

@@ -43,16 +43,6 @@ Result<std::shared_ptr<BlockDevice>> OpenExisting(const std::string& spec, bool 
   return BuildStack(spec, bo);
 }
 
-const char* KindName(ScrubFinding::Kind k) {
-  switch (k) {
-    case ScrubFinding::Kind::kMirrorDivergence: return "diverged";
-    case ScrubFinding::Kind::kParityMismatch: return "parity";
-    case ScrubFinding::Kind::kUnreadable: return "unreadable";
-    case ScrubFinding::Kind::kDegraded: return "degraded";
-  }
-  return "?";
-}
-
 int RunInfo(const VolumeArgs& a) {
   auto dev = OpenExisting(a.spec);
   if (!dev) return Fail("info", dev.error());
@@ -117,7 +107,7 @@ int RunCheck(const VolumeArgs& a, const char* cmd) {
     nlohmann::json findings = nlohmann::json::array();
     for (size_t i = 0; i < std::min<size_t>(scrub.findings.size(), 64); i++) {
       const auto& f = scrub.findings[i];
-      findings.push_back({{"kind", KindName(f.kind)}, {"layer", f.layer}, {"block", f.block}, {"detail", f.detail}});
+      findings.push_back({{"kind", ScrubKindName(f.kind)}, {"layer", f.layer}, {"block", f.block}, {"detail", f.detail}});
     }
     nlohmann::json j = {{"spec", a.spec},
                         {"blocks_read", rc.blocks},
@@ -144,7 +134,7 @@ int RunCheck(const VolumeArgs& a, const char* cmd) {
              a.repair ? fmt::format(", {} repaired", scrub.repaired) : "");
   for (size_t i = 0; i < std::min<size_t>(scrub.findings.size(), 16); i++) {
     const auto& f = scrub.findings[i];
-    fmt::print("  {} {} block {}: {}\n", f.layer, KindName(f.kind), f.block, f.detail);
+    fmt::print("  {} {} block {}: {}\n", f.layer, ScrubKindName(f.kind), f.block, f.detail);
   }
   fmt::print("{}\n", clean ? "clean" : "PROBLEMS FOUND");
   return clean ? 0 : 1;

@@ -35,16 +35,6 @@ struct TempImage {
   }
 };
 
-const char* ScrubKindName(ScrubFinding::Kind k) {
-  switch (k) {
-    case ScrubFinding::Kind::kMirrorDivergence: return "diverged";
-    case ScrubFinding::Kind::kParityMismatch: return "parity";
-    case ScrubFinding::Kind::kUnreadable: return "unreadable";
-    case ScrubFinding::Kind::kDegraded: return "degraded";
-  }
-  return "?";
-}
-
 void AddLayerCounts(BlockDevice& dev, WacRun& run) {
   std::vector<LayerStats> layers;
   dev.CollectStats(layers);
