@@ -107,6 +107,55 @@ TEST(FileSize, ReopenThroughBuildStackRecoversTheSize) {
   EXPECT_EQ(std::vector<std::byte>(back.begin(), back.begin() + 100), std::vector<std::byte>(100));
 }
 
+// Issue 9: "growing a device either moves what must move or fails
+// clearly". The record sits at the end of the device; a device that grew
+// (a file leaf reopened with a larger size=) has a blank end, and formatting
+// it would hide the file (size 0) over its data. Open finds the old record
+// below the blank end and refuses, naming both sizes; nothing is written.
+TEST(FileSize, ADeviceThatGrewIsRefusedNotFormattedOver) {
+  TempFile tmp("filesize-grow");
+  const auto data = Pattern(3 * 4096, 8);
+  {
+    auto dev = BuildStack(fmt::format("file:{}(size=1M)", tmp.path()));
+    ASSERT_TRUE(dev) << dev.error().ToString();
+    auto f = NewCache()->Open(*dev);
+    ASSERT_TRUE(f) << f.error().ToString();
+    ASSERT_TRUE((*f)->Write(0, data));
+    ASSERT_TRUE((*f)->Close().ok());
+  }
+  auto dev = BuildStack(fmt::format("file:{}(size=3M)", tmp.path()));
+  ASSERT_TRUE(dev) << dev.error().ToString();
+  auto f = NewCache()->Open(*dev);
+  ASSERT_FALSE(f) << "a grown device was formatted as a new, empty file over the old one";
+  EXPECT_NE(f.error().message().find("1048576"), std::string::npos) << f.error().ToString();
+  EXPECT_NE(f.error().message().find("grew"), std::string::npos) << f.error().ToString();
+  // Nothing was written: back at its old size the file is intact.
+  auto again = BuildStack(fmt::format("file:{}(size=1M)", tmp.path()));
+  ASSERT_TRUE(again) << again.error().ToString();
+  auto g = NewCache()->Open(*again);
+  ASSERT_TRUE(g) << g.error().ToString();
+  EXPECT_EQ(ReadAll(**g), data);
+}
+
+// The same on a memory device holding a grown image, and a device that is
+// blank all the way down still formats.
+TEST(FileSize, AGrownImageIsRefusedAndABlankOneFormatted) {
+  auto small = NewMemory();
+  {
+    auto f = NewCache()->Open(small, {.initial_size = 5000});
+    ASSERT_TRUE(f) << f.error().ToString();
+    ASSERT_TRUE((*f)->Close().ok());
+  }
+  auto big = NewMemory(4 * kDev);
+  big->WriteRaw(0, Raw(*small, 0, kDev).data(), kDev);
+  auto f = NewCache()->Open(big);
+  ASSERT_FALSE(f) << "formatted over a grown image";
+  EXPECT_NE(f.error().message().find("grew"), std::string::npos) << f.error().ToString();
+  EXPECT_EQ(DecodeRecord(Raw(*big, 4 * kDev - 4096, 4096), "SCFILE01").state, RecordState::kBlank)
+      << "the refused Open wrote a record";
+  EXPECT_TRUE(NewCache()->Open(NewMemory(4 * kDev))) << "a blank device must still format";
+}
+
 TEST(FileSize, ABlankDeviceIsFormattedBeforeOpenReturns) {
   auto mem = NewMemory();
   auto f = NewCache()->Open(mem, {.initial_size = 12345});

@@ -1,6 +1,7 @@
 #include "cache/size_record.h"
 
 #include <algorithm>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -48,6 +49,38 @@ std::string BlockZeroHint(BlockDevice& dev) {
   return {};
 }
 
+// A blank end may be the end of a device that grew: its record is then
+// further down, below the zeros the growth added. Scans back from `end`
+// over zero blocks (at most kGrowthScanBytes) to the first non-zero block;
+// returns the file size record there (slot B, or slot A when B is blank
+// or torn), if that is one.
+constexpr uint64_t kGrowthScanBytes = 1ull << 30;
+constexpr uint64_t kScanChunk = 1 << 20;
+
+std::optional<DecodedRecord> RecordBelowBlankEnd(BlockDevice& dev, uint64_t end) {
+  auto buf = AllocAligned(kScanChunk);
+  const uint64_t floor = end > kGrowthScanBytes ? end - kGrowthScanBytes : 0;
+  for (uint64_t hi = end; hi > floor;) {
+    const uint64_t lo = std::max(floor, hi > kScanChunk ? hi - kScanChunk : 0);
+    if (!ReadSync(dev, lo, buf.get(), static_cast<uint32_t>(hi - lo)).ok()) return std::nullopt;
+    for (uint64_t b = (hi - lo) / kPage; b-- > 0;) {
+      const std::byte* p = buf.get() + b * kPage;
+      if (std::all_of(p, p + kPage, [](std::byte x) { return x == std::byte{0}; })) continue;
+      const uint64_t at = lo + b * kPage;
+      DecodedRecord d = DecodeRecord({p, kRecordBytes}, kFileSizeMagic);
+      if (d.state == RecordState::kValid) return d;
+      if (at < kPage) return std::nullopt;
+      auto prev = AllocAligned(kRecordBytes);  // slot A below a torn slot B
+      if (!ReadSync(dev, at - kPage, prev.get(), kRecordBytes).ok()) return std::nullopt;
+      DecodedRecord a = DecodeRecord({prev.get(), kRecordBytes}, kFileSizeMagic);
+      if (a.state == RecordState::kValid) return a;
+      return std::nullopt;
+    }
+    hi = lo;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 uint64_t SizeRecordOffset(uint64_t device_bytes) {
@@ -75,6 +108,13 @@ Result<SizeRecordState> OpenSizeRecord(BlockDevice& dev, uint64_t initial_size) 
         return Err(Status::InvalidArgument(fmt::format(
             "device '{}' has no file size record at offset {} (both slots blank){}; refusing to format it",
             name, at, hint)));
+      if (auto old = RecordBelowBlankEnd(dev, at))
+        return Err(Status::InvalidArgument(fmt::format(
+            "device '{}' is {} bytes, but its file size record ({}) lies below a blank end and was written on a "
+            "device of {} bytes: the device grew, and a File cannot grow its device (its record would have to "
+            "move); open it at its old size, {} bytes",
+            name, device_size, DescribeRecord(*old), old->record.Get<uint64_t>(kDeviceSizeAt),
+            old->record.Get<uint64_t>(kDeviceSizeAt))));
       if (initial_size > limit)
         return Err(Status::OutOfRange(fmt::format(
             "initial size {} exceeds the file limit of device '{}' ({} bytes: the last 8 KiB hold the file size "
