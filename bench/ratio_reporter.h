@@ -16,14 +16,16 @@ class RatioReporter : public benchmark::ConsoleReporter {
   explicit RatioReporter(std::string ratio_title = "speedup") : ratio_title_(std::move(ratio_title)) {}
   // Each pair: (label, numerator benchmark, denominator benchmark); the
   // ratio printed is time(denominator) / time(numerator), i.e. how many
-  // times faster the numerator is.
+  // times faster the numerator is; with --benchmark_repetitions, of the
+  // medians (add --benchmark_enable_random_interleaving=true to interleave).
   void AddPair(std::string label, std::string ours, std::string baseline);
   void ReportRuns(const std::vector<Run>& runs) override;
   void Finalize() override;
 
  private:
   std::string ratio_title_;
-  std::map<std::string, double> ns_per_iter_;
+  std::map<std::string, std::vector<double>> samples_;  // time per iteration, one per repetition
+  std::map<std::string, std::string> units_;
   std::vector<std::tuple<std::string, std::string, std::string>> pairs_;
 };
 

@@ -23,6 +23,8 @@ constexpr size_t kTagHeader = 32;
 constexpr size_t kEntryBytes = 16;
 constexpr uint64_t kIoChunk = 1 << 20;  // format and load in 1 MiB pieces
 static_assert(kTagHeader + IntegrityDevice::kEntriesPerTagBlock * kEntryBytes == kBlock);
+// Adjacent dirty tag blocks of a commit go down as one write of at most this.
+constexpr uint64_t kMaxTagWriteBytes = 1 << 20;
 
 // An entry's count: how many contents the medium may hold for the block.
 constexpr uint8_t kNeverWritten = 0;  // must read as zeros
@@ -528,12 +530,12 @@ void IntegrityDevice::KickOnce(std::unique_lock<std::mutex>& lk) {
     c->tag_blocks.assign(dirty_tag_blocks_.begin(), dirty_tag_blocks_.end());
     dirty_tag_blocks_.clear();
   }
-  std::vector<std::shared_ptr<std::byte>> encoded;
-  for (uint64_t tb : c->tag_blocks) {
-    auto buf = AllocAligned(kBlock);
-    std::vector<std::byte> e = EncodeTagBlock(tb);
-    std::memcpy(buf.get(), e.data(), kBlock);
-    encoded.push_back(std::move(buf));
+  // c->tag_blocks is sorted (from a std::set): encode them into one
+  // buffer, so each run of adjacent tag blocks goes down as one write.
+  std::shared_ptr<std::byte> encoded = AllocAligned(std::max<size_t>(1, c->tag_blocks.size()) * kBlock);
+  for (size_t i = 0; i < c->tag_blocks.size(); i++) {
+    std::vector<std::byte> e = EncodeTagBlock(c->tag_blocks[i]);
+    std::memcpy(encoded.get() + i * kBlock, e.data(), kBlock);
   }
   lk.unlock();
   for (uint64_t b : read_backs) ReadBack(b);
@@ -544,11 +546,16 @@ void IntegrityDevice::KickOnce(std::unique_lock<std::mutex>& lk) {
   auto self = std::static_pointer_cast<IntegrityDevice>(shared_from_this());
   auto join = BioJoin::Start(nullptr, [self, c](BioPtr, Status st) { self->TagsWritten(c, std::move(st)); });
   counters_.metadata_writes.fetch_add(c->tag_blocks.size(), std::memory_order_relaxed);
-  for (size_t i = 0; i < c->tag_blocks.size(); i++) {
+  for (size_t i = 0; i < c->tag_blocks.size();) {
+    size_t n = 1;
+    while (i + n < c->tag_blocks.size() && c->tag_blocks[i + n] == c->tag_blocks[i] + n &&
+           (n + 1) * kBlock <= kMaxTagWriteBytes)
+      n++;
     auto w = join->Child(BioOp::kWrite, (geo_.tag_start + c->tag_blocks[i]) * kBlock, Stability::kStable);
-    w->AddSegment(encoded[i].get(), kBlock);
-    w->keep_alive.push_back(encoded[i]);
+    w->AddSegment(encoded.get() + i * kBlock, static_cast<uint32_t>(n * kBlock));
+    w->keep_alive.push_back(encoded);
     lower_->Submit(std::move(w));
+    i += n;
   }
   join->Arm();
   lk.lock();
