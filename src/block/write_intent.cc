@@ -23,10 +23,12 @@ void Pack(const std::vector<uint8_t>& bits, uint64_t block, std::byte* out) {
 }
 }  // namespace
 
-WriteIntent::WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g)
+WriteIntent::WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g,
+                         std::function<bool(size_t)> skip_leg)
     : owner_(owner),
       legs_(std::move(legs)),
       g_(g),
+      skip_leg_(std::move(skip_leg)),
       active_(g.regions, 0),
       last_end_(g.regions, 0),
       want_(g.regions, 0),
@@ -131,12 +133,13 @@ void WriteIntent::StartCommitLocked(std::unique_lock<std::mutex>& lk) {
   auto flush = [this, need_flush, keep](BioPtr, Status st) {
     if (!st.ok() || !need_flush) return CommitDone(std::move(st));
     auto fj = BioJoin::Start(nullptr, [this, keep](BioPtr, Status fst) { CommitDone(std::move(fst)); });
-    for (const auto& l : legs_) l->Submit(fj->Child(BioOp::kFlush, 0, Stability::kStable));
+    for (size_t leg = 0; leg < legs_.size(); leg++)
+      if (!skip_leg_ || !skip_leg_(leg)) legs_[leg]->Submit(fj->Child(BioOp::kFlush, 0, Stability::kStable));
     fj->Arm();
   };
   auto wj = BioJoin::Start(nullptr, flush);
   for (size_t leg = 0; leg < legs_.size(); leg++)
-    for (size_t i = 0; i < blocks.size(); i++) {
+    for (size_t i = 0; i < blocks.size() && !(skip_leg_ && skip_leg_(leg)); i++) {
       auto c = wj->Child(BioOp::kWrite, g_.bitmap_offset + blocks[i] * kBlock, Stability::kStable);
       c->AddSegment(buf.get() + i * kBlock, kBlock);
       c->keep_alive.push_back(buf);

@@ -17,6 +17,8 @@
 //  - Pin / Unpin hold a region set like an unending write (a stripe whose
 //    parity may be stale, a mirror block a leg missed), so the next
 //    assembly resyncs it even if no one rewrites it before a crash.
+//  - A leg for which `skip_leg` says true (a missing leg) is neither written
+//    nor flushed: its bitmap is stale with the rest of it.
 //  - All I/O is asynchronous (bios on the legs); go() may run inline in
 //    BeginWrite or on a leg's completion thread. Thread-safe.
 #pragma once
@@ -45,7 +47,8 @@ class WriteIntent {
 
   // `owner` (the mirror or parity device) is kept alive while a bitmap
   // write runs, so a lazy clear may outlive the flush that started it.
-  WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g);
+  WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g,
+              std::function<bool(size_t)> skip_leg = {});
 
   // Regions [first, end) covering leg data bytes [offset, offset + len).
   std::pair<uint64_t, uint64_t> Regions(uint64_t offset, uint64_t len) const;
@@ -90,6 +93,7 @@ class WriteIntent {
   const BlockDevice* const owner_;
   const std::vector<std::shared_ptr<BlockDevice>> legs_;
   const BitmapGeometry g_;
+  const std::function<bool(size_t)> skip_leg_;
   mutable std::mutex mu_;
   std::vector<uint32_t> active_;     // GUARDED_BY(mu_) writes (and pins) running per region
   std::vector<uint64_t> last_end_;   // GUARDED_BY(mu_) flush epoch when the last write ended
