@@ -504,6 +504,11 @@ void MemberSet::BumpDone(Status st) {
   for (auto& go : calls) go(result);  // the last may drop the device: touch nothing after
 }
 
+Status MemberSet::RecordError() const {
+  std::lock_guard lk(mu_);
+  return bump_error_;
+}
+
 void MemberSet::AfterRecorded(std::function<void(Status)> go) {
   Status now;
   {

@@ -166,6 +166,9 @@ class MemberSet {
   // a bump that failed (sticky: the medium may not record a missing leg,
   // so no write that skipped it may be acknowledged). Inline when none runs.
   void AfterRecorded(std::function<void(Status)> go);
+  // The error of a failed bump so far (Ok if none): a layer refuses new
+  // writes with it, before writing anything.
+  Status RecordError() const;
   bool behind(size_t leg) const;
   // Neither read nor written at run time: behind, or stale in inspect mode.
   bool missing(size_t leg) const { return (missing_mask_.load(std::memory_order_acquire) >> leg) & 1; }

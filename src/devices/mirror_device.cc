@@ -133,6 +133,12 @@ void MirrorDevice::StartRecovery(std::shared_ptr<Read> r) {
 }
 
 void MirrorDevice::SubmitWrite(BioPtr bio) {
+  if (members_->any_missing())
+    if (Status st = members_->RecordError(); !st.ok()) {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(bio), st.WithContext("mirror: a leg is behind, and recording it on the other legs "
+                                                          "failed; writes are refused until the set is assembled again"));
+    }
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   const uint64_t off = bio->offset, len = bio->Length();
   const auto regions = intent_->Regions(off, len);

@@ -238,6 +238,12 @@ void ParityDevice::SubmitWrite(BioPtr bio) {
                              "RAID-5 survives the loss of one leg: writes are refused",
                              fmt::join(gone, " and "))));
   }
+  if (members_->any_missing())
+    if (Status st = members_->RecordError(); !st.ok()) {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(bio), st.WithContext("parity: a leg is behind, and recording it on the other legs "
+                                                          "failed; writes are refused until the set is assembled again"));
+    }
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   auto op = std::make_shared<WriteOp>();
   op->blocks = ContiguousBlocks(*bio, counters_.bytes_bounced);
