@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include <fmt/format.h>
@@ -128,25 +129,62 @@ class FanoutDevice : public BlockDevice {
   void AttachSet(SetMembers m) {
     legs_ = m.legs;
     data_offset_ = m.layout.data_offset;
-    intent_ = std::make_unique<WriteIntent>(this, legs_, m.layout.bitmap,
-                                            [this](size_t leg) { return members_->missing(leg); });
+    intent_ = std::make_unique<WriteIntent>(
+        this, legs_, m.layout.bitmap,
+        LegHealth{[this](size_t leg) { return members_->missing(leg); },
+                  [this](size_t leg) { members_->LegFailedWrite(leg); }});
     members_ = std::make_unique<MemberSet>(std::move(m));
   }
 
-  // Sends a flush to every leg; the bio completes when all have. A flush
-  // that succeeded lets the bitmap clear regions whose writes ended before
-  // it, and completes once that clear is written (its error fails the flush).
+  // Sends a flush to every leg not missing; the bio completes when all
+  // have. A leg that fails its flush is behind and missing from then on
+  // (md's faulty member), and the flush completes once that is recorded
+  // on the others (it fails if that record fails, or no leg is left). A
+  // flush that succeeded lets the bitmap clear regions whose writes ended
+  // before it, and completes once that clear is written (its error fails
+  // the flush).
   void FlushAll(BioPtr flush) {
     const uint64_t epoch = intent_->FlushStarted();
-    auto join = BioJoin::Start(std::move(flush), [this, epoch](BioPtr p, Status st) {
+    struct Failed {
+      std::mutex mu;
+      std::vector<size_t> legs;
+      size_t asked = 0;
+    };
+    auto failed = std::make_shared<Failed>();
+    auto join = BioJoin::Start(std::move(flush), [this, epoch, failed](BioPtr p, Status st) {
+      // Every leg failing at once fails the flush (the set keeps its legs);
+      // fewer are dropped, each missing from now on.
+      if (!failed->legs.empty() && failed->legs.size() >= failed->asked)
+        return Bio::Complete(std::move(p), Status::IoError(fmt::format("{}: every leg failed the flush", info_.name)));
+      for (size_t leg : failed->legs) members_->LegFailedWrite(leg);
       if (!st.ok()) return Bio::Complete(std::move(p), std::move(st));
       auto holder = std::make_shared<BioPtr>(std::move(p));
-      intent_->FlushDone(epoch, [holder](Status cst) { Bio::Complete(std::move(*holder), std::move(cst)); });
+      intent_->FlushDone(epoch, [this, holder](Status cst) {
+        if (!cst.ok() || !members_->any_missing()) return Bio::Complete(std::move(*holder), std::move(cst));
+        members_->AfterRecorded([holder, name = info_.name](Status bump) {
+          Bio::Complete(std::move(*holder),
+                        bump.WithContext(fmt::format("{}: a leg is behind, and recording it on the other legs failed",
+                                                     name)));
+        });
+      });
     });
-    for (size_t i = 0; i < legs_.size(); i++)
-      if (!members_->missing(i)) legs_[i]->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
+    for (size_t i = 0; i < legs_.size(); i++) {
+      if (members_->missing(i)) continue;
+      failed->asked++;
+      auto c = join->Child(BioOp::kFlush, 0, Stability::kStable);
+      auto counted = std::move(c->on_complete);
+      c->on_complete = [counted = std::move(counted), failed, i](BioPtr b, Status st) {
+        if (!st.ok()) {
+          std::lock_guard lk(failed->mu);
+          failed->legs.push_back(i);
+        }
+        counted(std::move(b), Status::Ok());
+      };
+      legs_[i]->Submit(std::move(c));
+    }
     join->Arm();
   }
+
   // A leg is missing (behind, or stale in inspect mode): never read or written.
   bool Missing(size_t leg) const { return members_->missing(leg); }
   // The error for a chunk that lives on a missing leg.

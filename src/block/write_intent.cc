@@ -24,11 +24,11 @@ void Pack(const std::vector<uint8_t>& bits, uint64_t block, std::byte* out) {
 }  // namespace
 
 WriteIntent::WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g,
-                         std::function<bool(size_t)> skip_leg)
+                         LegHealth health)
     : owner_(owner),
       legs_(std::move(legs)),
       g_(g),
-      skip_leg_(std::move(skip_leg)),
+      health_(std::move(health)),
       active_(g.regions, 0),
       last_end_(g.regions, 0),
       want_(g.regions, 0),
@@ -130,26 +130,60 @@ void WriteIntent::StartCommitLocked(std::unique_lock<std::mutex>& lk) {
   lk.unlock();
   if (blocks.empty()) return CommitDone(Status::Ok());
   std::shared_ptr<const BlockDevice> keep = owner_->weak_from_this().lock();  // null for a stack object
-  auto flush = [this, need_flush, keep](BioPtr, Status st) {
+  OnEveryLeg(BioOp::kWrite, buf, blocks, [this, need_flush, keep](Status st) {
     if (!st.ok() || !need_flush) return CommitDone(std::move(st));
-    auto fj = BioJoin::Start(nullptr, [this, keep](BioPtr, Status fst) { CommitDone(std::move(fst)); });
-    for (size_t leg = 0; leg < legs_.size(); leg++)
-      if (!skip_leg_ || !skip_leg_(leg)) legs_[leg]->Submit(fj->Child(BioOp::kFlush, 0, Stability::kStable));
-    fj->Arm();
+    OnEveryLeg(BioOp::kFlush, nullptr, {}, [this, keep](Status fst) { CommitDone(std::move(fst)); });
+  });
+}
+
+void WriteIntent::OnEveryLeg(BioOp op, const std::shared_ptr<std::byte>& buf, const std::vector<uint64_t>& blocks,
+                             std::function<void(Status)> then) {
+  struct Failed {
+    std::mutex mu;
+    std::vector<size_t> legs;
+    BioOp op;
+    size_t asked = 0;  // legs the operation went to
   };
-  auto wj = BioJoin::Start(nullptr, flush);
-  for (size_t leg = 0; leg < legs_.size(); leg++)
-    for (size_t i = 0; i < blocks.size() && !(skip_leg_ && skip_leg_(leg)); i++) {
-      auto c = wj->Child(BioOp::kWrite, g_.bitmap_offset + blocks[i] * kBlock, Stability::kStable);
+  auto failed = std::make_shared<Failed>();
+  failed->op = op;
+  auto join = BioJoin::Start(nullptr, [this, failed, then = std::move(then)](BioPtr, Status st) {
+    // Every leg failing at once is an error of the operation (the set
+    // keeps its legs); fewer are dropped, each missing from now on.
+    if (st.ok() && failed->legs.size() >= failed->asked)
+      st = Status::IoError(fmt::format("every leg failed to {} the write-intent bitmap",
+                                       failed->op == BioOp::kFlush ? "flush" : "write"));
+    else
+      for (size_t leg : failed->legs) health_.failed(leg);
+    then(std::move(st));
+  });
+  auto submit = [&](size_t leg, BioPtr c) {
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [this, counted = std::move(counted), leg, failed, op](BioPtr b, Status st) {
+      if (!st.ok() && health_.failed) {  // the leg is dropped, the commit goes on with the others
+        std::lock_guard lk(failed->mu);
+        failed->legs.push_back(leg);
+        return counted(std::move(b), Status::Ok());
+      }
+      counted(std::move(b), st.WithContext(fmt::format("{} the write-intent bitmap of leg {}",
+                                                       op == BioOp::kFlush ? "flushing" : "writing", leg)));
+    };
+    legs_[leg]->Submit(std::move(c));
+  };
+  for (size_t leg = 0; leg < legs_.size(); leg++) {
+    if (Skip(leg)) continue;
+    failed->asked++;
+    if (op == BioOp::kFlush) {
+      submit(leg, join->Child(BioOp::kFlush, 0, Stability::kStable));
+      continue;
+    }
+    for (size_t i = 0; i < blocks.size(); i++) {
+      auto c = join->Child(BioOp::kWrite, g_.bitmap_offset + blocks[i] * kBlock, Stability::kStable);
       c->AddSegment(buf.get() + i * kBlock, kBlock);
       c->keep_alive.push_back(buf);
-      auto counted = std::move(c->on_complete);
-      c->on_complete = [counted = std::move(counted), leg](BioPtr b, Status st) {
-        counted(std::move(b), st.WithContext(fmt::format("writing the write-intent bitmap of leg {}", leg)));
-      };
-      legs_[leg]->Submit(std::move(c));
+      submit(leg, std::move(c));
     }
-  wj->Arm();
+  }
+  join->Arm();
 }
 
 void WriteIntent::CommitDone(Status st) {

@@ -226,17 +226,21 @@ void ParityDevice::Submit(BioPtr bio) {
 
 // ---- writes ---------------------------------------------------------------
 
+Status ParityDevice::TwoLegsMissing() const {
+  if (members_->missing_count() < 2) return Status::Ok();
+  std::vector<size_t> gone;
+  for (size_t l = 0; l < legs_.size(); l++)
+    if (Missing(l)) gone.push_back(l);
+  return Status::IoError(fmt::format(
+      "parity: legs {} are behind (they failed writes); every stripe has lost two chunks and RAID-5 survives the "
+      "loss of one leg: writes are refused",
+      fmt::join(gone, " and ")));
+}
+
 void ParityDevice::SubmitWrite(BioPtr bio) {
-  if (members_->missing_count() > 1) {
-    std::vector<size_t> gone;
-    for (size_t l = 0; l < legs_.size(); l++)
-      if (Missing(l)) gone.push_back(l);
+  if (Status lost = TwoLegsMissing(); !lost.ok()) {
     counters_.errors.fetch_add(1, std::memory_order_relaxed);
-    return Bio::Complete(std::move(bio),
-                         Status::IoError(fmt::format(
-                             "parity: legs {} are behind (they failed writes); every stripe has lost two chunks and "
-                             "RAID-5 survives the loss of one leg: writes are refused",
-                             fmt::join(gone, " and "))));
+    return Bio::Complete(std::move(bio), lost);
   }
   if (members_->any_missing())
     if (Status st = members_->RecordError(); !st.ok()) {
@@ -262,6 +266,7 @@ void ParityDevice::SubmitWrite(BioPtr bio) {
     }
     stripe_locks_.Acquire(op->s0, op->s1, [this, op](RangeLock::Ticket t) {
       op->ticket = t;
+      if (Status lost = TwoLegsMissing(); !lost.ok()) return FailWrite(op, lost);  // one may fail meanwhile
       ReadRestOfStripes(op);
     });
   });

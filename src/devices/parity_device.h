@@ -105,6 +105,8 @@ class ParityDevice final : public FanoutDevice {
   void MarkStale(uint64_t s0, uint64_t s1);
   void ClearStale(uint64_t s0, uint64_t s1);
   std::optional<uint64_t> FirstStale(uint64_t s0, uint64_t s1) const;
+  // An error naming the legs if two or more are missing (writes are refused).
+  Status TwoLegsMissing() const;
   void EndWrite(std::shared_ptr<WriteOp> op, Status st, BioPtr parent);
   void SubmitWrite(BioPtr bio);
   void ReadRestOfStripes(std::shared_ptr<WriteOp> op);
