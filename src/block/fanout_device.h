@@ -137,26 +137,15 @@ class FanoutDevice : public BlockDevice {
   }
 
   // Sends a flush to every leg not missing; the bio completes when all
-  // have. A leg that fails its flush is behind and missing from then on
-  // (md's faulty member), and the flush completes once that is recorded
-  // on the others (it fails if that record fails, or no leg is left). A
-  // flush that succeeded lets the bitmap clear regions whose writes ended
-  // before it, and completes once that clear is written (its error fails
-  // the flush).
+  // have (the first leg error fails it). A flush that succeeded lets the
+  // bitmap clear regions whose writes ended before it, and completes once
+  // that clear is written (its error fails the flush) and any leg gone
+  // missing is recorded on the others (that record's error fails it too).
   void FlushAll(BioPtr flush) {
     const uint64_t epoch = intent_->FlushStarted();
-    struct Failed {
-      std::mutex mu;
-      std::vector<size_t> legs;
-      size_t asked = 0;
-    };
-    auto failed = std::make_shared<Failed>();
-    auto join = BioJoin::Start(std::move(flush), [this, epoch, failed](BioPtr p, Status st) {
-      // Every leg failing at once fails the flush (the set keeps its legs);
-      // fewer are dropped, each missing from now on.
-      if (!failed->legs.empty() && failed->legs.size() >= failed->asked)
-        return Bio::Complete(std::move(p), Status::IoError(fmt::format("{}: every leg failed the flush", info_.name)));
-      for (size_t leg : failed->legs) members_->LegFailedWrite(leg);
+    auto join = BioJoin::Start(std::move(flush), [this, epoch](BioPtr p, Status st) {
+      if (st.ok() && members_->missing_count() == legs_.size())
+        st = Status::IoError(fmt::format("{}: every leg is behind (each failed a write)", info_.name));
       if (!st.ok()) return Bio::Complete(std::move(p), std::move(st));
       auto holder = std::make_shared<BioPtr>(std::move(p));
       intent_->FlushDone(epoch, [this, holder](Status cst) {
@@ -168,20 +157,8 @@ class FanoutDevice : public BlockDevice {
         });
       });
     });
-    for (size_t i = 0; i < legs_.size(); i++) {
-      if (members_->missing(i)) continue;
-      failed->asked++;
-      auto c = join->Child(BioOp::kFlush, 0, Stability::kStable);
-      auto counted = std::move(c->on_complete);
-      c->on_complete = [counted = std::move(counted), failed, i](BioPtr b, Status st) {
-        if (!st.ok()) {
-          std::lock_guard lk(failed->mu);
-          failed->legs.push_back(i);
-        }
-        counted(std::move(b), Status::Ok());
-      };
-      legs_[i]->Submit(std::move(c));
-    }
+    for (size_t i = 0; i < legs_.size(); i++)
+      if (!members_->missing(i)) legs_[i]->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
     join->Arm();
   }
 

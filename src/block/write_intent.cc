@@ -141,28 +141,23 @@ void WriteIntent::OnEveryLeg(BioOp op, const std::shared_ptr<std::byte>& buf, co
   struct Failed {
     std::mutex mu;
     std::vector<size_t> legs;
-    BioOp op;
     size_t asked = 0;  // legs the operation went to
   };
   auto failed = std::make_shared<Failed>();
-  failed->op = op;
   auto join = BioJoin::Start(nullptr, [this, failed, then = std::move(then)](BioPtr, Status st) {
-    // Every leg failing at once is an error of the operation (the set
-    // keeps its legs); fewer are dropped, each missing from now on.
-    if (st.ok() && failed->legs.size() >= failed->asked)
-      st = Status::IoError(fmt::format("every leg failed to {} the write-intent bitmap",
-                                       failed->op == BioOp::kFlush ? "flush" : "write"));
-    else
+    // The error fails this commit (its writers see it, so no failure goes
+    // unreported); the legs that failed are dropped, so a retry goes on
+    // with the others. Every leg failing at once drops none.
+    if (failed->legs.size() < failed->asked)
       for (size_t leg : failed->legs) health_.failed(leg);
     then(std::move(st));
   });
   auto submit = [&](size_t leg, BioPtr c) {
     auto counted = std::move(c->on_complete);
     c->on_complete = [this, counted = std::move(counted), leg, failed, op](BioPtr b, Status st) {
-      if (!st.ok() && health_.failed) {  // the leg is dropped, the commit goes on with the others
+      if (!st.ok() && health_.failed) {  // the leg is dropped; the error still fails this commit
         std::lock_guard lk(failed->mu);
         failed->legs.push_back(leg);
-        return counted(std::move(b), Status::Ok());
       }
       counted(std::move(b), st.WithContext(fmt::format("{} the write-intent bitmap of leg {}",
                                                        op == BioOp::kFlush ? "flushing" : "writing", leg)));

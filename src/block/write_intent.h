@@ -19,9 +19,9 @@
 //    assembly resyncs it even if no one rewrites it before a crash.
 //  - LegHealth: a leg for which `missing` says true is neither written nor
 //    flushed (its bitmap is stale with the rest of it). A leg that fails a
-//    bitmap write or flush is reported to `failed` (which makes it missing)
-//    and the commit goes on with the others; it fails only when no leg is
-//    left. Without LegHealth every leg counts and any error fails it.
+//    bitmap write or flush fails the commit (its writers see the error) and
+//    is reported to `failed` (which makes it missing), so a retry goes on
+//    with the other legs; when every leg fails at once none is reported.
 //  - All I/O is asynchronous (bios on the legs); go() may run inline in
 //    BeginWrite or on a leg's completion thread. Thread-safe.
 #pragma once

@@ -507,7 +507,7 @@ TEST(ParityDegraded, ASetKeepsServingReadsAndWritesAfterOneLegDies) {
   };
   ASSERT_TRUE(write(0, blocks, 1).ok());
   random_ops(100, 1000);
-  faults[2]->AddRule({});  // leg 2 dies: every bio fails
+  faults[2]->AddRule({.offset = p->data_offset()});  // leg 2's data area dies: every read and write there fails
   Status st = write(0, 3, 50);  // stripe 0 has a chunk on every leg
   EXPECT_FALSE(st.ok());
   EXPECT_TRUE(p->Describe().legs[2].state.rfind("behind", 0) == 0) << p->Describe().legs[2].state;
