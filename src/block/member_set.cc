@@ -470,7 +470,9 @@ void MemberSet::LegFailedWrite(size_t leg) {
   }
   // Each leg not missing: its record to slot events % 2, then a flush.
   auto join = BioJoin::Start(nullptr, [this](BioPtr, Status st) { BumpDone(std::move(st)); });
-  for (auto& [i, enc] : records) {
+  for (auto& record : records) {
+    const size_t i = record.first;  // not a structured binding: clang 14 cannot capture those
+    const std::vector<std::byte>& enc = record.second;
     auto buf = AllocAligned(kRecordBytes);
     std::memcpy(buf.get(), enc.data(), kRecordBytes);
     auto c = join->Child(BioOp::kWrite, (ev % 2) * kRecordBytes, Stability::kStable);
