@@ -9,13 +9,19 @@
 // write-intent bitmap (block/write_intent.h). Every leg's data starts at
 // data_offset(); a flush that completes lets the bitmap clear regions.
 // Describe() says what is on the medium and what assembly did.
+//
+// A leg that failed a write (or, in inspect mode, a stale leg) is missing
+// (MemberSet::missing): the flush, the bitmap and the scrub skip it, and
+// the layer neither reads nor writes it (see its own header).
 #pragma once
 
 #include <algorithm>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "block/bio_join.h"
 #include "block/layer_counters.h"
@@ -26,8 +32,9 @@
 namespace stablecache {
 
 inline std::string DescribeLeg(const LegDescription& l) {
-  return fmt::format("{} (spec position {}): {}, events {} at assembly{}; found {}", l.device, l.spec_position, l.state,
-                     l.events, l.resynced ? ", resynced" : "", l.found);
+  return fmt::format("{} (spec position {}): {}, events {} (base {}) at assembly{}{}; found {}", l.device,
+                     l.spec_position, l.state, l.events, l.base_events, l.faulty ? ", recorded faulty" : "",
+                     l.resynced ? ", resynced" : "", l.found);
 }
 
 class FanoutDevice : public BlockDevice {
@@ -71,7 +78,8 @@ class FanoutDevice : public BlockDevice {
     len = std::min(len, info_.size_bytes - std::min(offset, info_.size_bytes));
     if (len == 0) return Status::Ok();
     auto [leg_offset, leg_len] = LegRange(offset, len);
-    for (const auto& l : legs_) SC_RETURN_IF_ERROR(l->ScrubRange(data_offset_ + leg_offset, leg_len, report));
+    for (size_t i = 0; i < legs_.size(); i++)
+      if (!members_->missing(i)) SC_RETURN_IF_ERROR(legs_[i]->ScrubRange(data_offset_ + leg_offset, leg_len, report));
     return ScrubSelf(offset, len, report);
   }
   size_t leg_count() const { return legs_.size(); }
@@ -101,6 +109,9 @@ class FanoutDevice : public BlockDevice {
     fields.emplace_back("format", d.format);
     fields.emplace_back("set uuid", d.uuid);
     fields.emplace_back("events", std::to_string(d.events));
+    fields.emplace_back("base events", fmt::format("{} (a leg below this missed writes)", d.base_events));
+    fields.emplace_back("faulty roles", d.faulty_roles.empty() ? std::string("none")
+                                                               : fmt::format("{}", fmt::join(d.faulty_roles, ", ")));
     fields.emplace_back("data offset", fmt::format("{} bytes on each leg, {} data bytes per leg", d.data_offset,
                                                    d.data_size_per_leg));
     if (d.chunk_bytes) fields.emplace_back("chunk", fmt::format("{} bytes", d.chunk_bytes));
@@ -118,22 +129,46 @@ class FanoutDevice : public BlockDevice {
   void AttachSet(SetMembers m) {
     legs_ = m.legs;
     data_offset_ = m.layout.data_offset;
-    intent_ = std::make_unique<WriteIntent>(this, legs_, m.layout.bitmap);
+    intent_ = std::make_unique<WriteIntent>(
+        this, legs_, m.layout.bitmap,
+        LegHealth{[this](size_t leg) { return members_->missing(leg); },
+                  [this](size_t leg) { members_->LegFailedWrite(leg); }});
     members_ = std::make_unique<MemberSet>(std::move(m));
   }
 
-  // Sends a flush to every leg; the bio completes when all have. A flush
-  // that succeeded lets the bitmap clear regions whose writes ended before
-  // it, and completes once that clear is written (its error fails the flush).
+  // Sends a flush to every leg not missing; the bio completes when all
+  // have (the first leg error fails it). A flush that succeeded lets the
+  // bitmap clear regions whose writes ended before it, and completes once
+  // that clear is written (its error fails the flush) and any leg gone
+  // missing is recorded on the others (that record's error fails it too).
   void FlushAll(BioPtr flush) {
     const uint64_t epoch = intent_->FlushStarted();
     auto join = BioJoin::Start(std::move(flush), [this, epoch](BioPtr p, Status st) {
+      if (st.ok() && members_->missing_count() == legs_.size())
+        st = Status::IoError(fmt::format("{}: every leg is behind (each failed a write)", info_.name));
       if (!st.ok()) return Bio::Complete(std::move(p), std::move(st));
       auto holder = std::make_shared<BioPtr>(std::move(p));
-      intent_->FlushDone(epoch, [holder](Status cst) { Bio::Complete(std::move(*holder), std::move(cst)); });
+      intent_->FlushDone(epoch, [this, holder](Status cst) {
+        if (!cst.ok() || !members_->any_missing()) return Bio::Complete(std::move(*holder), std::move(cst));
+        members_->AfterRecorded([holder, name = info_.name](Status bump) {
+          Bio::Complete(std::move(*holder),
+                        bump.WithContext(fmt::format("{}: a leg is behind, and recording it on the other legs failed",
+                                                     name)));
+        });
+      });
     });
-    for (const auto& l : legs_) l->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
+    for (size_t i = 0; i < legs_.size(); i++)
+      if (!members_->missing(i)) legs_[i]->Submit(join->Child(BioOp::kFlush, 0, Stability::kStable));
     join->Arm();
+  }
+
+  // A leg is missing (behind, or stale in inspect mode): never read or written.
+  bool Missing(size_t leg) const { return members_->missing(leg); }
+  // The error for a chunk that lives on a missing leg.
+  Status MissingLeg(size_t leg) const {
+    return Status::IoError(fmt::format("{} leg {} ({}) is behind (it failed a write, or is stale): it is not read "
+                                       "until the next assembly rebuilds it",
+                                       info_.name, leg, legs_[leg]->Info().name));
   }
 
   std::vector<std::shared_ptr<BlockDevice>> legs_;

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "block/aligned_buffer.h"
 #include "block/bio_join.h"
@@ -20,10 +21,26 @@ constexpr uint64_t kMaxBitmapBlocks = 8;            // 262144 regions
 constexpr uint64_t kBitsPerBlock = kBlock * 8;
 constexpr uint64_t kRebuildStep = 1 << 20;
 constexpr uint32_t kStateClean = 0, kStateActive = 1;
+constexpr uint32_t kFormatVersion = 2;  // v1 (no base_events, faulty_roles) is still read
+constexpr size_t kMaxLegs = 64;          // faulty_roles is a 64-bit mask
 
 // Payload fields (doc/mirror_parity_format.md).
 constexpr size_t kLegCountAt = 0, kRoleAt = 4, kDataOffsetAt = 8, kDataSizeAt = 16, kEventsAt = 24, kChunkAt = 32,
-                 kStateAt = 36, kRegionAt = 40, kBitmapOffsetAt = 48, kBitmapBlocksAt = 56, kPayloadLen = 64;
+                 kStateAt = 36, kRegionAt = 40, kBitmapOffsetAt = 48, kBitmapBlocksAt = 56, kBaseEventsAt = 64,
+                 kFaultyRolesAt = 72, kPayloadLen = 80;
+
+// The data epoch of a record; a v1 record has no base and no faulty roles.
+uint64_t EventsOf(const MetadataRecord& r) { return r.Get<uint64_t>(kEventsAt); }
+uint64_t BaseOf(const MetadataRecord& r) { return r.version >= 2 ? r.Get<uint64_t>(kBaseEventsAt) : EventsOf(r); }
+uint64_t FaultyOf(const MetadataRecord& r) { return r.version >= 2 ? r.Get<uint64_t>(kFaultyRolesAt) : 0; }
+uint64_t Bit(size_t role) { return uint64_t{1} << role; }
+
+std::vector<size_t> Roles(uint64_t mask) {
+  std::vector<size_t> v;
+  for (size_t i = 0; i < kMaxLegs; i++)
+    if (mask & Bit(i)) v.push_back(i);
+  return v;
+}
 
 uint64_t RoundDown(uint64_t v, uint64_t a) { return v / a * a; }
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -92,6 +109,8 @@ std::string CheckLayout(const SetLayout& l) {
 Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, const SetSpec& spec) {
   const size_t n = legs.size();
   const std::string& layer = spec.layer;
+  if (n > kMaxLegs)
+    return Err(Status::InvalidArgument(fmt::format("{}: the spec lists {} legs; a set has at most {}", layer, n, kMaxLegs)));
   std::vector<DecodedRecord> found(n);
   for (size_t i = 0; i < n; i++) {
     if (legs[i]->Info().size_bytes < kRecordArea)
@@ -117,19 +136,24 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
   SetMembers m;
   m.inspect = spec.inspect;
   m.description.layer = layer;
-  m.description.format = fmt::format("{} v1", spec.magic);
+  m.description.format = fmt::format("{} v{}", spec.magic, kFormatVersion);
   // The valid legs: one set, the spec's leg count, one leg per role, one geometry.
   std::optional<size_t> ref;  // the valid leg with the most events
   for (size_t i = 0; i < n; i++) {
     if (found[i].state != RecordState::kValid) continue;
     const MetadataRecord& r = found[i].record;
-    if (r.version != 1)
-      return Err(Status::NotSupported(fmt::format("{} holds a {} member record of format version {}; this build reads v1",
-                                                  LegName(layer, i, *legs[i]), layer, r.version)));
+    if (r.version < 1 || r.version > kFormatVersion)
+      return Err(Status::NotSupported(
+          fmt::format("{} holds a {} member record of format version {}; this build reads v1 to v{}",
+                      LegName(layer, i, *legs[i]), layer, r.version, kFormatVersion)));
     if (std::string why = CheckLayout(LayoutOf(r)); !why.empty())
       return Err(Status::InvalidArgument(fmt::format("{}: its {} member record is inconsistent ({}): {}",
                                                      LegName(layer, i, *legs[i]), layer, why, DescribeRecord(found[i]))));
-    if (!ref || r.Get<uint64_t>(kEventsAt) > found[*ref].record.Get<uint64_t>(kEventsAt)) ref = i;
+    if (BaseOf(r) > EventsOf(r))
+      return Err(Status::InvalidArgument(fmt::format("{}: its {} member record has base events {} above its events {}: {}",
+                                                     LegName(layer, i, *legs[i]), layer, BaseOf(r), EventsOf(r),
+                                                     DescribeRecord(found[i]))));
+    if (!ref || EventsOf(r) > EventsOf(found[*ref].record)) ref = i;
   }
   if (!ref) {
     // Every leg blank: a new set.
@@ -154,7 +178,9 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
   const MetadataRecord& rr = found[*ref].record;
   m.layout = LayoutOf(rr);
   m.uuid = rr.uuid;
-  m.events = rr.Get<uint64_t>(kEventsAt);
+  m.events = EventsOf(rr);
+  m.base_events = BaseOf(rr);
+  m.faulty = FaultyOf(rr);
   std::vector<std::optional<size_t>> by_role(std::max<size_t>(n, m.layout.leg_count));  // role -> spec position
   for (size_t i = 0; i < n; i++) {
     if (found[i].state != RecordState::kValid) continue;
@@ -213,18 +239,36 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
           "{} has {} bytes but the set uses {} of each leg: growing a set is not supported, the rest stays unused",
           LegName(layer, pos, *legs[pos]), legs[pos]->Info().size_bytes, need));
     LegDescription ld{pos, role, legs[pos]->Info().name, DescribeRecord(d), 0, "current", false};
+    ld.faulty = (m.faulty & Bit(role)) != 0;
     if (d.state == RecordState::kBlank) {
       ld.state = "blank";
       m.stale[role] = true;
       m.description.notes.push_back(fmt::format("{} is blank (a new or recreated leg): it takes role {} and is rebuilt",
                                                 LegName(layer, pos, *legs[pos]), role));
     } else {
-      ld.events = d.record.Get<uint64_t>(kEventsAt);
-      if (ld.events < m.events) {
+      // R (the newest record) decides: a leg it lists as faulty missed
+      // writes; one below its base events is older than the last moment no
+      // leg lacked data (an earlier image); one at or above it only missed
+      // a bump (a crash between two legs' record writes) and is current.
+      ld.events = EventsOf(d.record);
+      ld.base_events = BaseOf(d.record);
+      if (ld.faulty) {
         ld.state = "stale";
         m.stale[role] = true;
-        m.description.notes.push_back(fmt::format("{} is stale (events {} < {}): it missed writes and is rebuilt",
-                                                  LegName(layer, pos, *legs[pos]), ld.events, m.events));
+        m.description.notes.push_back(fmt::format(
+            "{} is stale (role {} is listed as faulty at events {}: it failed a write): it is rebuilt",
+            LegName(layer, pos, *legs[pos]), role, m.events));
+      } else if (ld.events < m.base_events) {
+        ld.state = "stale";
+        m.stale[role] = true;
+        m.description.notes.push_back(
+            fmt::format("{} is stale (events {} < base events {} of the newest record, events {}): it missed writes "
+                        "and is rebuilt",
+                        LegName(layer, pos, *legs[pos]), ld.events, m.base_events, m.events));
+      } else if (ld.events < m.events) {
+        m.description.notes.push_back(fmt::format(
+            "{} missed an interrupted events bump (events {}, newest {} with base {}): current, no data missed",
+            LegName(layer, pos, *legs[pos]), ld.events, m.events, m.base_events));
       }
       if (role != pos)
         m.description.notes.push_back(fmt::format("{} holds role {}: placed by its recorded role, not its spec position",
@@ -237,8 +281,10 @@ Result<SetMembers> ReadMembers(std::vector<std::shared_ptr<BlockDevice>> legs, c
     std::string list;
     for (auto& s : stale_names) list += (list.empty() ? "" : ", ") + s;
     return Err(Status::InvalidArgument(fmt::format(
-        "{} set {} can rebuild at most {} leg(s) at once, but {} are blank or stale (current events {})", layer,
-        rr.uuid.ToString(), std::min(spec.max_stale, n - 1), list, m.events)));
+        "{} set {} can rebuild at most {} leg(s) at once, but {} are blank or stale (current events {}, base {}, "
+        "faulty roles {})",
+        layer, rr.uuid.ToString(), std::min(spec.max_stale, n - 1), list, m.events, m.base_events,
+        fmt::join(Roles(m.faulty), ","))));
   }
   return m;
 }
@@ -251,13 +297,16 @@ MemberSet::MemberSet(SetMembers m)
       fresh_(m.fresh),
       inspect_(m.inspect),
       found_events_(m.events),
+      found_base_(m.base_events),
+      found_faulty_(m.faulty),
       stale_(std::move(m.stale)),
       behind_(legs_.size(), false),
       desc_(std::move(m.description)) {}
 
-MetadataRecord MemberSet::RecordFor(size_t role, uint64_t events) const {
+MetadataRecord MemberSet::RecordFor(size_t role, uint64_t events, uint64_t base, uint64_t faulty) const {
   MetadataRecord r;
   r.magic = magic_;
+  r.version = kFormatVersion;
   r.generation = events;
   r.uuid = uuid_;
   r.payload.assign(kPayloadLen, std::byte{0});
@@ -271,16 +320,18 @@ MetadataRecord MemberSet::RecordFor(size_t role, uint64_t events) const {
   r.Put<uint64_t>(kRegionAt, layout_.bitmap.region_bytes);
   r.Put<uint64_t>(kBitmapOffsetAt, layout_.bitmap.bitmap_offset);
   r.Put<uint32_t>(kBitmapBlocksAt, layout_.bitmap.bitmap_blocks);
+  r.Put<uint64_t>(kBaseEventsAt, base);
+  r.Put<uint64_t>(kFaultyRolesAt, faulty);
   return r;
 }
 
 Status MemberSet::WriteRecordSync(size_t role) {
-  uint64_t ev;
+  MetadataRecord r;
   {
     std::lock_guard lk(mu_);
-    ev = events_;
+    r = RecordFor(role, events_, base_events_, faulty_);
   }
-  return WriteRecordSlot(*legs_[role], 0, RecordFor(role, ev))
+  return WriteRecordSlot(*legs_[role], 0, r)
       .WithContext(fmt::format("{} role {} ({})", desc_.layer, role, legs_[role]->Info().name));
 }
 
@@ -294,11 +345,18 @@ Status MemberSet::Assemble(const ResyncHooks& hooks, const ResyncProgressFn& pro
   auto report = [&](const std::string& what, uint64_t done, uint64_t total) {
     if (progress) progress({desc_.layer, what, done, total});
   };
-  {
+  uint64_t stale_mask = 0;
+  for (size_t i = 0; i < n; i++)
+    if (stale_[i]) stale_mask |= Bit(i);
+  auto set_epoch = [&](uint64_t events, uint64_t base, uint64_t faulty) {
     std::lock_guard lk(mu_);
-    events_ = fresh_ ? 1 : inspect_ ? found_events_ : found_events_ + 1;
-  }
+    events_ = events;
+    base_events_ = base;
+    faulty_ = faulty;
+  };
   if (inspect_) {
+    set_epoch(found_events_, found_base_, found_faulty_);
+    missing_mask_.store(stale_mask, std::memory_order_release);  // not rebuilt: never read
     // Opened to be looked at (`stablecache info`, `check`, `scrub`): no
     // events bump, no resync, no rebuild. Stale legs are still never read.
     auto dirty = WriteIntent::ReadDirty(current, layout_.bitmap);
@@ -312,12 +370,16 @@ Status MemberSet::Assemble(const ResyncHooks& hooks, const ResyncProgressFn& pro
                                           ? ", stale legs not rebuilt"
                                           : ""));
   } else if (fresh_) {
+    set_epoch(1, 0, 0);
     SC_RETURN_IF_ERROR(
         WriteIntent::WriteClean(all, layout_.bitmap, hooks.keep_regions ? hooks.keep_regions() : std::vector<uint64_t>{}));
     for (size_t i = 0; i < n; i++) SC_RETURN_IF_ERROR(WriteRecordSync(i));
   } else {
-    // 1. The current legs move ahead first: a crash from here on leaves the
-    //    stale legs stale.
+    // 1. Phase 1: the current legs move ahead first, recording the stale
+    //    ones as faulty (a crash from here on leaves them stale), and the
+    //    base as the events now: nothing has been written since, so a
+    //    current leg that misses this bump lacks nothing.
+    set_epoch(found_events_ + 1, found_events_, stale_mask);
     for (size_t i = 0; i < n; i++)
       if (!stale_[i]) SC_RETURN_IF_ERROR(WriteRecordSync(i));
     // 2. Regions a crash may have left disagreeing.
@@ -356,10 +418,15 @@ Status MemberSet::Assemble(const ResyncHooks& hooks, const ResyncProgressFn& pro
       }
     }
     // 4. Everything written so far is durable, then the bitmap is clear,
-    //    then the rebuilt legs are current.
+    //    then phase 2: no leg lacks anything, base = phase 1's events. The
+    //    current legs first, the rebuilt ones last: a crash in between
+    //    leaves those below the new base (stale, rebuilt again).
     for (BlockDevice* l : all) SC_RETURN_IF_ERROR(FlushSync(*l));
     SC_RETURN_IF_ERROR(
         WriteIntent::WriteClean(all, layout_.bitmap, hooks.keep_regions ? hooks.keep_regions() : std::vector<uint64_t>{}));
+    set_epoch(found_events_ + 2, found_events_ + 1, 0);
+    for (size_t i = 0; i < n; i++)
+      if (!stale_[i]) SC_RETURN_IF_ERROR(WriteRecordSync(i));
     for (size_t i = 0; i < n; i++)
       if (stale_[i]) SC_RETURN_IF_ERROR(WriteRecordSync(i));
   }
@@ -381,23 +448,31 @@ bool MemberSet::behind(size_t leg) const {
   return behind_[leg];
 }
 
-void MemberSet::LegFailedWrite(size_t leg, std::function<void(Status)> done) {
+size_t MemberSet::missing_count() const {
+  return static_cast<size_t>(__builtin_popcountll(missing_mask_.load(std::memory_order_acquire)));
+}
+
+void MemberSet::LegFailedWrite(size_t leg) {
   std::vector<std::pair<size_t, std::vector<std::byte>>> records;
   uint64_t ev;
   {
     std::lock_guard lk(mu_);
-    if (behind_[leg]) {
-      done(Status::Ok());
-      return;
-    }
+    if (behind_[leg]) return;
     behind_[leg] = true;
+    missing_mask_.fetch_or(Bit(leg), std::memory_order_acq_rel);
+    base_events_ = events_;
     ev = ++events_;
+    faulty_ |= Bit(leg);
+    const uint64_t missing = missing_mask_.load(std::memory_order_acquire);
     for (size_t i = 0; i < legs_.size(); i++)
-      if (!behind_[i]) records.emplace_back(i, EncodeRecord(RecordFor(i, ev)));
+      if (!(missing & Bit(i))) records.emplace_back(i, EncodeRecord(RecordFor(i, ev, base_events_, faulty_)));
+    bumps_running_++;
   }
-  // Each current leg: its record to slot events % 2, then a flush.
-  auto join = BioJoin::Start(nullptr, [done = std::move(done)](BioPtr, Status st) { done(std::move(st)); });
-  for (auto& [i, enc] : records) {
+  // Each leg not missing: its record to slot events % 2, then a flush.
+  auto join = BioJoin::Start(nullptr, [this](BioPtr, Status st) { BumpDone(std::move(st)); });
+  for (auto& record : records) {
+    const size_t i = record.first;  // not a structured binding: clang 14 cannot capture those
+    const std::vector<std::byte>& enc = record.second;
     auto buf = AllocAligned(kRecordBytes);
     std::memcpy(buf.get(), enc.data(), kRecordBytes);
     auto c = join->Child(BioOp::kWrite, (ev % 2) * kRecordBytes, Stability::kStable);
@@ -405,8 +480,11 @@ void MemberSet::LegFailedWrite(size_t leg, std::function<void(Status)> done) {
     c->keep_alive.push_back(buf);
     auto counted = std::move(c->on_complete);
     BlockDevice* dev = legs_[i].get();
-    c->on_complete = [counted = std::move(counted), dev, join](BioPtr b, Status st) mutable {
-      if (!st.ok()) return counted(std::move(b), st.WithContext("bumping the events counter"));
+    c->on_complete = [counted = std::move(counted), dev, join, i, this](BioPtr b, Status st) mutable {
+      if (!st.ok())
+        return counted(std::move(b), st.WithContext(fmt::format("{}: recording a failed leg in the member record of "
+                                                                "role {} (events bump)",
+                                                                desc_.layer, i)));
       auto f = join->Child(BioOp::kFlush, 0, Stability::kStable);
       dev->Submit(std::move(f));
       counted(std::move(b), Status::Ok());
@@ -416,12 +494,45 @@ void MemberSet::LegFailedWrite(size_t leg, std::function<void(Status)> done) {
   join->Arm();
 }
 
+void MemberSet::BumpDone(Status st) {
+  std::vector<std::function<void(Status)>> calls;
+  Status result;
+  {
+    std::lock_guard lk(mu_);
+    bump_error_.Update(st);
+    if (--bumps_running_ == 0) calls.swap(bump_waiters_);
+    result = bump_error_;
+  }
+  for (auto& go : calls) go(result);  // the last may drop the device: touch nothing after
+}
+
+Status MemberSet::RecordError() const {
+  std::lock_guard lk(mu_);
+  return bump_error_;
+}
+
+void MemberSet::AfterRecorded(std::function<void(Status)> go) {
+  Status now;
+  {
+    std::lock_guard lk(mu_);
+    if (bumps_running_ > 0) {
+      bump_waiters_.push_back(std::move(go));
+      return;
+    }
+    now = bump_error_;
+  }
+  go(std::move(now));
+}
+
 SetDescription MemberSet::Describe() const {
   std::lock_guard lk(mu_);
   SetDescription d = desc_;
   d.events = events_;
+  d.base_events = base_events_;
+  d.faulty_roles = Roles(faulty_);
   for (auto& l : d.legs)
-    if (behind_[l.role]) l.state = "behind (failed a write; rebuilt at the next assembly)";
+    if (behind_[l.role]) l.state = "behind (failed a write; missing until it is rebuilt at the next assembly)";
+    else if (inspect_ && stale_[l.role]) l.state += " (not rebuilt: opened for inspection; never read)";
     else if (l.resynced) l.state = "current (resynced at assembly)";
     else l.state = "current";
   return d;

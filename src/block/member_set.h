@@ -1,33 +1,52 @@
 // MemberSet: which legs of a mirror or parity set are current, md-style.
 //
 // Every leg starts with a member record (block/metadata_record.h, A/B
-// slots at offset 0: "SCMIRROR" or "SCPARITY"), then the write-intent
-// bitmap (block/write_intent.h), then data from `data_offset`. The record
-// names the set (uuid), its leg count, this leg's role (its index in the
-// set: parity order matters), the geometry, and an events counter that is
-// bumped on every assembly and whenever a leg fails a write, written only to
-// the legs that are current: a leg with fewer events than the highest
-// missed something and is stale. Layout and every field's crash story:
-// doc/mirror_parity_format.md.
+// slots at offset 0: "SCMIRROR" or "SCPARITY", payload format v2), then the
+// write-intent bitmap (block/write_intent.h), then data from `data_offset`.
+// The record names the set (uuid), its leg count, this leg's role (its
+// index in the set: parity order matters), the geometry, and a data epoch:
+//  - `events`, bumped on every assembly and whenever a leg fails a write,
+//    written only to the legs that are current;
+//  - `base_events`, the events before that bump: the bump was written while
+//    no leg that lacked data could have been written to, so a leg that
+//    holds at least `base_events` only missed the bump (a crash between two
+//    legs' record writes), not data;
+//  - `faulty_roles`, the roles known at that bump to have missed writes.
+// Staleness: R = the valid record with the highest events; a leg is stale
+// if it is blank, its role is in R.faulty_roles, or its events are below
+// R.base_events (an image restored from an earlier stop). A v1 record reads
+// as base_events = events, faulty_roles = none. Layout and every field's
+// crash story: doc/mirror_parity_format.md.
 //
 // Assembly is two steps:
 //  1. ReadMembers reads every leg's record and checks it against the spec
-//     (no writes). Another set's legs, a leg count that disagrees, two legs
-//     claiming one role, another layer's record, or a non-blank leg without
-//     a valid record are errors naming the leg, the spec and the medium.
-//     Legs are placed by their recorded role (swapped legs are noted);
-//     blank legs take the free roles in spec order. Blank legs and legs
-//     with fewer events are stale.
-//  2. MemberSet::Assemble (all legs blank: format) bumps the events on the
-//     current legs, resyncs the regions the bitmap marks dirty among the
-//     current legs, rebuilds every stale leg whole from the current ones
-//     (synchronously, before the device serves I/O, with progress
-//     reported), clears the bitmap, and only then writes the rebuilt legs'
-//     records: a crash anywhere in between leaves them stale, so the next
-//     assembly starts over.
+//     (no writes). Another set's legs, a leg count that disagrees (or above
+//     64), two legs claiming one role, another layer's record, or a
+//     non-blank leg without a valid record are errors naming the leg, the
+//     spec and the medium. Legs are placed by their recorded role (swapped
+//     legs are noted); blank legs take the free roles in spec order.
+//  2. MemberSet::Assemble (all legs blank: format) bumps the events twice:
+//     phase 1 (E+1, base E, faulty = the stale roles) on the current legs
+//     before anything else is written; then it resyncs the regions the
+//     bitmap marks dirty among the current legs, rebuilds every stale leg
+//     whole from the current ones (synchronously, before the device serves
+//     I/O, with progress reported), flushes, clears the bitmap; phase 2
+//     (E+2, base E+1, faulty none) goes to the current legs first, then the
+//     rebuilt ones. A crash between two legs' record writes of either phase
+//     leaves a set that opens; a crash before a rebuilt leg's phase-2
+//     record leaves it stale, so the next assembly starts its rebuild over.
+//
+// At run time a leg that fails a write is *behind* and, from that moment
+// on, missing (md's faulty member): the layer neither reads nor writes it
+// (nor its bitmap), and LegFailedWrite records it on the other legs
+// (E+1, base E, faulty |= that role). Writes that skip a missing leg are
+// acknowledged only after that record is durable (AfterRecorded); if it
+// could not be written, they fail. In inspect mode the stale legs are
+// missing too (they are not rebuilt).
 // Thread-safe after Assemble.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -61,12 +80,16 @@ struct LegDescription {
   uint64_t events = 0;       // its events at assembly (0: blank)
   std::string state;         // "current", "blank", "stale"; "behind" after a failed write
   bool resynced = false;     // rebuilt at assembly
+  uint64_t base_events = 0;  // its record's base_events at assembly
+  bool faulty = false;       // listed in the newest record's faulty_roles at assembly
 };
 struct SetDescription {
   std::string layer;     // "mirror" or "parity"
-  std::string format;    // e.g. "SCMIRROR v1"
+  std::string format;    // e.g. "SCMIRROR v2"
   std::string uuid;
   uint64_t events = 0;   // now
+  uint64_t base_events = 0;          // now: the events before the last bump
+  std::vector<size_t> faulty_roles;  // now: roles recorded as having missed writes
   bool formatted = false;  // the legs were blank and were formatted now
   uint64_t data_offset = 0, data_size_per_leg = 0, region_bytes = 0;
   uint32_t chunk_bytes = 0, bitmap_blocks = 0;
@@ -100,6 +123,8 @@ struct SetMembers {
   SetLayout layout;
   Uuid uuid;
   uint64_t events = 0;      // the highest events found (0: fresh)
+  uint64_t base_events = 0; // that record's base_events
+  uint64_t faulty = 0;      // that record's faulty_roles (bit per role)
   bool fresh = false;       // every leg blank: format
   bool inspect = false;     // SetSpec::inspect: assembly writes nothing
   std::vector<bool> stale;  // by role
@@ -132,17 +157,30 @@ class MemberSet {
   // Inspect mode: the regions the bitmap marks dirty (not resynced).
   const std::vector<uint64_t>& dirty_at_open() const { return dirty_at_open_; }
 
-  // A leg failed a write: it is behind. Bumps the events on the other
-  // legs (asynchronously, records written and flushed), then calls done
-  // with the bump's status. A leg already behind costs nothing.
-  void LegFailedWrite(size_t leg, std::function<void(Status)> done);
+  // A leg failed a write: it is behind, and missing from now on (marked
+  // before this returns). Starts the bump (E+1, base E, faulty |= leg) on
+  // the legs not missing (records written and flushed, asynchronously). A
+  // leg already behind costs nothing. Wait with AfterRecorded.
+  void LegFailedWrite(size_t leg);
+  // Calls go once every bump started so far has ended: Ok, or the error of
+  // a bump that failed (sticky: the medium may not record a missing leg,
+  // so no write that skipped it may be acknowledged). Inline when none runs.
+  void AfterRecorded(std::function<void(Status)> go);
+  // The error of a failed bump so far (Ok if none): a layer refuses new
+  // writes with it, before writing anything.
+  Status RecordError() const;
   bool behind(size_t leg) const;
+  // Neither read nor written at run time: behind, or stale in inspect mode.
+  bool missing(size_t leg) const { return (missing_mask_.load(std::memory_order_acquire) >> leg) & 1; }
+  bool any_missing() const { return missing_mask_.load(std::memory_order_acquire) != 0; }
+  size_t missing_count() const;
 
   SetDescription Describe() const;
 
  private:
-  MetadataRecord RecordFor(size_t role, uint64_t events) const;
+  MetadataRecord RecordFor(size_t role, uint64_t events, uint64_t base, uint64_t faulty) const;
   Status WriteRecordSync(size_t role);
+  void BumpDone(Status st);
 
   const std::vector<std::shared_ptr<BlockDevice>> legs_;
   const SetLayout layout_;
@@ -152,10 +190,18 @@ class MemberSet {
   const bool inspect_;
   std::vector<uint64_t> dirty_at_open_;
   const uint64_t found_events_;
+  const uint64_t found_base_;
+  const uint64_t found_faulty_;
   std::vector<bool> stale_;
+  std::atomic<uint64_t> missing_mask_{0};  // bit per role
   mutable std::mutex mu_;
   uint64_t events_ = 0;       // GUARDED_BY(mu_)
+  uint64_t base_events_ = 0;  // GUARDED_BY(mu_)
+  uint64_t faulty_ = 0;       // GUARDED_BY(mu_) bit per role
   std::vector<bool> behind_;  // GUARDED_BY(mu_)
+  size_t bumps_running_ = 0;  // GUARDED_BY(mu_)
+  Status bump_error_;         // GUARDED_BY(mu_) sticky
+  std::vector<std::function<void(Status)>> bump_waiters_;  // GUARDED_BY(mu_)
   SetDescription desc_;       // GUARDED_BY(mu_)
 };
 

@@ -23,10 +23,12 @@ void Pack(const std::vector<uint8_t>& bits, uint64_t block, std::byte* out) {
 }
 }  // namespace
 
-WriteIntent::WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g)
+WriteIntent::WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g,
+                         LegHealth health)
     : owner_(owner),
       legs_(std::move(legs)),
       g_(g),
+      health_(std::move(health)),
       active_(g.regions, 0),
       last_end_(g.regions, 0),
       want_(g.regions, 0),
@@ -128,25 +130,55 @@ void WriteIntent::StartCommitLocked(std::unique_lock<std::mutex>& lk) {
   lk.unlock();
   if (blocks.empty()) return CommitDone(Status::Ok());
   std::shared_ptr<const BlockDevice> keep = owner_->weak_from_this().lock();  // null for a stack object
-  auto flush = [this, need_flush, keep](BioPtr, Status st) {
+  OnEveryLeg(BioOp::kWrite, buf, blocks, [this, need_flush, keep](Status st) {
     if (!st.ok() || !need_flush) return CommitDone(std::move(st));
-    auto fj = BioJoin::Start(nullptr, [this, keep](BioPtr, Status fst) { CommitDone(std::move(fst)); });
-    for (const auto& l : legs_) l->Submit(fj->Child(BioOp::kFlush, 0, Stability::kStable));
-    fj->Arm();
+    OnEveryLeg(BioOp::kFlush, nullptr, {}, [this, keep](Status fst) { CommitDone(std::move(fst)); });
+  });
+}
+
+void WriteIntent::OnEveryLeg(BioOp op, const std::shared_ptr<std::byte>& buf, const std::vector<uint64_t>& blocks,
+                             std::function<void(Status)> then) {
+  struct Failed {
+    std::mutex mu;
+    std::vector<size_t> legs;
+    size_t asked = 0;  // legs the operation went to
   };
-  auto wj = BioJoin::Start(nullptr, flush);
-  for (size_t leg = 0; leg < legs_.size(); leg++)
+  auto failed = std::make_shared<Failed>();
+  auto join = BioJoin::Start(nullptr, [this, failed, then = std::move(then)](BioPtr, Status st) {
+    // The error fails this commit (its writers see it, so no failure goes
+    // unreported); the legs that failed are dropped, so a retry goes on
+    // with the others. Every leg failing at once drops none.
+    if (failed->legs.size() < failed->asked)
+      for (size_t leg : failed->legs) health_.failed(leg);
+    then(std::move(st));
+  });
+  auto submit = [&](size_t leg, BioPtr c) {
+    auto counted = std::move(c->on_complete);
+    c->on_complete = [this, counted = std::move(counted), leg, failed, op](BioPtr b, Status st) {
+      if (!st.ok() && health_.failed) {  // the leg is dropped; the error still fails this commit
+        std::lock_guard lk(failed->mu);
+        failed->legs.push_back(leg);
+      }
+      counted(std::move(b), st.WithContext(fmt::format("{} the write-intent bitmap of leg {}",
+                                                       op == BioOp::kFlush ? "flushing" : "writing", leg)));
+    };
+    legs_[leg]->Submit(std::move(c));
+  };
+  for (size_t leg = 0; leg < legs_.size(); leg++) {
+    if (Skip(leg)) continue;
+    failed->asked++;
+    if (op == BioOp::kFlush) {
+      submit(leg, join->Child(BioOp::kFlush, 0, Stability::kStable));
+      continue;
+    }
     for (size_t i = 0; i < blocks.size(); i++) {
-      auto c = wj->Child(BioOp::kWrite, g_.bitmap_offset + blocks[i] * kBlock, Stability::kStable);
+      auto c = join->Child(BioOp::kWrite, g_.bitmap_offset + blocks[i] * kBlock, Stability::kStable);
       c->AddSegment(buf.get() + i * kBlock, kBlock);
       c->keep_alive.push_back(buf);
-      auto counted = std::move(c->on_complete);
-      c->on_complete = [counted = std::move(counted), leg](BioPtr b, Status st) {
-        counted(std::move(b), st.WithContext(fmt::format("writing the write-intent bitmap of leg {}", leg)));
-      };
-      legs_[leg]->Submit(std::move(c));
+      submit(leg, std::move(c));
     }
-  wj->Arm();
+  }
+  join->Arm();
 }
 
 void WriteIntent::CommitDone(Status st) {

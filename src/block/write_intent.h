@@ -17,6 +17,11 @@
 //  - Pin / Unpin hold a region set like an unending write (a stripe whose
 //    parity may be stale, a mirror block a leg missed), so the next
 //    assembly resyncs it even if no one rewrites it before a crash.
+//  - LegHealth: a leg for which `missing` says true is neither written nor
+//    flushed (its bitmap is stale with the rest of it). A leg that fails a
+//    bitmap write or flush fails the commit (its writers see the error) and
+//    is reported to `failed` (which makes it missing), so a retry goes on
+//    with the other legs; when every leg fails at once none is reported.
 //  - All I/O is asynchronous (bios on the legs); go() may run inline in
 //    BeginWrite or on a leg's completion thread. Thread-safe.
 #pragma once
@@ -32,6 +37,11 @@
 
 namespace stablecache {
 
+struct LegHealth {
+  std::function<bool(size_t)> missing;  // skip this leg
+  std::function<void(size_t)> failed;   // this leg failed a bitmap write or flush
+};
+
 struct BitmapGeometry {
   uint64_t bitmap_offset = 0;  // bytes on each leg
   uint32_t bitmap_blocks = 0;  // 4 KiB blocks
@@ -45,7 +55,8 @@ class WriteIntent {
 
   // `owner` (the mirror or parity device) is kept alive while a bitmap
   // write runs, so a lazy clear may outlive the flush that started it.
-  WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g);
+  WriteIntent(const BlockDevice* owner, std::vector<std::shared_ptr<BlockDevice>> legs, BitmapGeometry g,
+              LegHealth health = {});
 
   // Regions [first, end) covering leg data bytes [offset, offset + len).
   std::pair<uint64_t, uint64_t> Regions(uint64_t offset, uint64_t len) const;
@@ -90,6 +101,11 @@ class WriteIntent {
   const BlockDevice* const owner_;
   const std::vector<std::shared_ptr<BlockDevice>> legs_;
   const BitmapGeometry g_;
+  bool Skip(size_t leg) const { return health_.missing && health_.missing(leg); }
+  // A bitmap write or flush on every leg not missing; `then` gets the status.
+  void OnEveryLeg(BioOp op, const std::shared_ptr<std::byte>& buf, const std::vector<uint64_t>& blocks,
+                  std::function<void(Status)> then);
+  const LegHealth health_;
   mutable std::mutex mu_;
   std::vector<uint32_t> active_;     // GUARDED_BY(mu_) writes (and pins) running per region
   std::vector<uint64_t> last_end_;   // GUARDED_BY(mu_) flush epoch when the last write ended

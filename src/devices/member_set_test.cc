@@ -103,11 +103,14 @@ TEST(MemberSet, BlankLegsAreFormattedWithOneSetAndTheirRoles) {
     auto rec = DecodeRecord(FileBytes(dir / leg, 0, 4096), "SCMIRROR");
     auto rec_b = DecodeRecord(FileBytes(dir / leg, 4096, 4096), "SCMIRROR");
     EXPECT_TRUE(rec.state == RecordState::kValid || rec_b.state == RecordState::kValid) << leg;
+    EXPECT_EQ((rec.state == RecordState::kValid ? rec : rec_b).record.version, 2u) << leg;
   }
   auto again = Open(spec);
   ASSERT_TRUE(again);
   EXPECT_FALSE(again->Describe().formatted);
-  EXPECT_EQ(again->Describe().events, 2u);  // bumped by every assembly
+  EXPECT_EQ(again->Describe().events, 3u);  // every assembly bumps twice: before and after its resync
+  EXPECT_EQ(again->Describe().base_events, 2u);
+  EXPECT_TRUE(again->Describe().faulty_roles.empty());
   EXPECT_EQ(again->Describe().uuid, d.uuid);
 }
 
@@ -280,7 +283,8 @@ TEST(WriteIntentBitmap, ACrashedMirrorsLegsAgreeAgainAfterAssembly) {
 // The schedule: a write whose parity-leg write fails leaves new data
 // beside old parity; a degraded read of another block of that stripe must
 // return an error naming the stripe (or the acknowledged data), never their
-// XOR, and must not write anything back over the good copy.
+// XOR, and must not write anything back over the good copy. The parity leg
+// that failed is behind and never read again: the read needs it, so it fails.
 TEST(ParityWriteHole, ADegradedReadOfAStripeWithStaleParityFailsNamingIt) {
   std::vector<std::shared_ptr<MemoryDevice>> mems;
   std::vector<std::shared_ptr<FaultDevice>> faults;
@@ -298,7 +302,7 @@ TEST(ParityWriteHole, ADegradedReadOfAStripeWithStaleParityFailsNamingIt) {
   faults[par.leg]->AddRule({.op = BioOp::kWrite, .offset = par.offset, .len = 4096, .count = 1});
   auto fresh = Pattern(4096, 10);
   EXPECT_FALSE(WriteSync(*p, 0, fresh.data(), 4096).ok());  // block 0 lands, its parity does not
-  EXPECT_TRUE(p->StripeStale(0));
+  EXPECT_EQ(p->Describe().legs[par.leg].state.rfind("behind", 0), 0u) << p->Describe().legs[par.leg].state;
   faults[b1.leg]->AddRule({.op = BioOp::kRead, .offset = b1.offset, .len = 4096});
   Status st;
   Bytes got = Read(*p, 4096, 4096, &st);
@@ -308,13 +312,16 @@ TEST(ParityWriteHole, ADegradedReadOfAStripeWithStaleParityFailsNamingIt) {
   Bytes raw(4096);
   mems[b1.leg]->ReadRaw(b1.offset, raw.data(), 4096);
   EXPECT_EQ(raw, Bytes(acked.begin() + 4096, acked.end())) << "garbage written back over the good copy";
-  // The next full write of the stripe recomputes its parity: reconstruction works again.
+  // The parity leg stays missing even once it could be written again: the
+  // stripe is served from its data legs, and the scrub says it is degraded.
   faults[b1.leg]->ClearRules();
   ASSERT_TRUE(WriteSync(*p, 0, fresh.data(), 4096).ok());
-  EXPECT_FALSE(p->StripeStale(0));
-  faults[b1.leg]->AddRule({.op = BioOp::kRead, .offset = b1.offset, .len = 4096, .count = 1});
-  EXPECT_EQ(Read(*p, 4096, 4096), Bytes(acked.begin() + 4096, acked.end()));
-  EXPECT_TRUE(ScrubOf(*p).clean());
+  EXPECT_EQ(Read(*p, 0, 8192), [&] {
+    Bytes want = fresh;
+    want.insert(want.end(), acked.begin() + 4096, acked.end());
+    return want;
+  }());
+  EXPECT_FALSE(ScrubOf(*p).clean());
 }
 
 TEST(ParityWriteHole, ADegradedWriteIntoAStaleStripeFailsInsteadOfRebuildingFromIt) {
@@ -363,6 +370,187 @@ TEST(MemberSet, ALegThatFailedAWriteIsNeverReadAndIsStaleOnReopen) {
   EXPECT_TRUE(d.legs[1].resynced);
   EXPECT_LT(d.legs[1].events, events);
   EXPECT_TRUE(ScrubOf(*again).clean());
+}
+
+// ---- data epoch: base events and faulty roles -------------------------------------
+
+std::shared_ptr<MemoryDevice> Mem1M() { return *MemoryDevice::Create({.size_bytes = 1 << 20}); }
+Bytes Image(const MemoryDevice& m) {
+  Bytes b(1 << 20);
+  m.ReadRaw(0, b.data(), b.size());
+  return b;
+}
+
+// A leg whose image is copied back from an earlier clean stop (events below
+// the newest record's base) missed the writes in between: it is stale,
+// rebuilt at assembly, never read as current, and in inspect mode (not
+// rebuilt) never read at all.
+TEST(DataEpoch, ALegRestoredFromAnEarlierCleanStopIsRebuiltNeverRead) {
+  auto m0 = Mem1M(), m1 = Mem1M(), m2 = Mem1M();
+  const std::vector<std::shared_ptr<BlockDevice>> legs{m0, m1, m2};
+  const Bytes a = Pattern(256 << 10, 21), b = Pattern(256 << 10, 22);
+  {
+    auto p = ParityDevice::Create(legs);
+    ASSERT_TRUE(p) << p.error().message();
+    ASSERT_TRUE(WriteSync(**p, 0, a.data(), a.size()).ok());
+    ASSERT_TRUE(FlushSync(**p).ok());
+  }
+  const Bytes old2 = Image(*m2);  // leg 2 at an earlier clean stop
+  {
+    auto p = ParityDevice::Create(legs);
+    ASSERT_TRUE(p) << p.error().message();
+    ASSERT_TRUE(WriteSync(**p, 0, b.data(), b.size()).ok());
+    ASSERT_TRUE(FlushSync(**p).ok());
+  }
+  m2->WriteRaw(0, old2.data(), old2.size());
+  {  // inspect: nothing written, the stale leg never read
+    const Bytes i0 = Image(*m0), i1 = Image(*m1), i2 = Image(*m2);
+    auto p = ParityDevice::Create(legs, {.inspect = true});
+    ASSERT_TRUE(p) << p.error().message();
+    EXPECT_EQ(Read(**p, 0, b.size()), b) << "inspect mode read the restored (stale) leg as current";
+    EXPECT_EQ((*p)->Describe().legs[2].state.rfind("stale", 0), 0u) << (*p)->Describe().legs[2].state;
+    p->reset();
+    EXPECT_TRUE(Image(*m0) == i0 && Image(*m1) == i1 && Image(*m2) == i2) << "inspect wrote to a leg";
+  }
+  auto p = ParityDevice::Create(legs);
+  ASSERT_TRUE(p) << p.error().message();
+  SetDescription d = (*p)->Describe();
+  EXPECT_TRUE(d.legs[2].resynced);
+  EXPECT_FALSE(d.legs[0].resynced || d.legs[1].resynced);
+  EXPECT_TRUE(AnyContains(d.notes, "base events")) << "the note says why the leg is stale";
+  EXPECT_EQ(Read(**p, 0, b.size()), b);
+  EXPECT_TRUE(ScrubOf(**p).clean());
+}
+
+// Assembly's phase 2 (events E+2, base E+1) is written to the current legs
+// first, then to the rebuilt one. A crash between two legs' record writes
+// (modelled by failing one leg's phase-2 record write) leaves a set that
+// opens: a current leg that missed the bump is still current; the rebuilt
+// leg that missed it is below the new base and rebuilt again.
+TEST(DataEpoch, ACrashMidPhaseTwoLeavesTheSetOpenable) {
+  for (size_t crashed : {size_t{1}, size_t{2}}) {  // a current leg; the leg being rebuilt
+    SCOPED_TRACE(fmt::format("phase-2 record write of leg {} fails", crashed));
+    auto m0 = Mem1M(), m1 = Mem1M(), m2 = Mem1M();
+    auto f = std::make_shared<FaultDevice>(crashed == 1 ? m1 : m2);
+    const std::vector<std::shared_ptr<BlockDevice>> legs{m0, crashed == 1 ? std::shared_ptr<BlockDevice>(f) : m1,
+                                                         crashed == 2 ? std::shared_ptr<BlockDevice>(f) : m2};
+    const Bytes a = Pattern(128 << 10, 23), b = Pattern(128 << 10, 24);
+    {
+      auto p = ParityDevice::Create(legs);
+      ASSERT_TRUE(p) << p.error().message();
+      ASSERT_TRUE(WriteSync(**p, 0, a.data(), a.size()).ok());
+      ASSERT_TRUE(FlushSync(**p).ok());
+    }
+    const Bytes old2 = Image(*m2);
+    {
+      auto p = ParityDevice::Create(legs);
+      ASSERT_TRUE(p) << p.error().message();
+      ASSERT_TRUE(WriteSync(**p, 0, b.data(), b.size()).ok());
+      ASSERT_TRUE(FlushSync(**p).ok());
+    }
+    m2->WriteRaw(0, old2.data(), old2.size());  // leg 2 stale: assembly rebuilds it
+    // Leg 1 writes its record in phase 1 and phase 2; leg 2 (stale) only in phase 2.
+    f->AddRule({.op = BioOp::kWrite, .offset = 0, .len = 8192, .skip = crashed == 1 ? 1 : 0, .count = 1});
+    EXPECT_FALSE(ParityDevice::Create(legs));
+    EXPECT_EQ(f->injected(), 1u);
+    f->ClearRules();
+    auto p = ParityDevice::Create(legs);
+    ASSERT_TRUE(p) << "a crash mid-phase-2 made the set unopenable: " << p.error().message();
+    SetDescription d = (*p)->Describe();
+    EXPECT_FALSE(d.legs[1].resynced) << "leg 1 only missed a bump, yet was rebuilt";
+    EXPECT_TRUE(d.legs[2].resynced) << "leg 2's rebuild was not finished on the medium, yet it counted as current";
+    EXPECT_EQ(Read(**p, 0, b.size()), b);
+    EXPECT_TRUE(ScrubOf(**p).clean());
+  }
+}
+
+// A leg fails a write; recording it as faulty reaches leg 0 and not leg 1
+// (the process dies mid-bump, modelled by failing leg 1's record write).
+// The write fails, and so does every later write and flush (the medium may
+// not say that leg 2 is missing). On reopen leg 0's record names role 2
+// faulty: leg 2 is rebuilt although its events equal leg 1's (its data,
+// scribbled over here, is never read), and leg 1 (which took every write)
+// stays current. A mirror, so the dirty region does not stop assembly.
+TEST(DataEpoch, ACrashMidFailureBumpLeavesTheFailedLegStale) {
+  auto m0 = Mem1M(), m1 = Mem1M(), m2 = Mem1M();
+  auto f1 = std::make_shared<FaultDevice>(m1), f2 = std::make_shared<FaultDevice>(m2);
+  const std::vector<std::shared_ptr<BlockDevice>> legs{m0, f1, f2};
+  const Bytes a = Pattern(64 << 10, 25), again = Pattern(4096, 26);
+  uint64_t doff = 0;
+  {
+    auto m = MirrorDevice::Create(legs);
+    ASSERT_TRUE(m) << m.error().message();
+    doff = (*m)->data_offset();
+    ASSERT_TRUE(WriteSync(**m, 0, a.data(), a.size()).ok());
+    ASSERT_TRUE(FlushSync(**m).ok());
+    f2->AddRule({.op = BioOp::kWrite, .offset = doff});                       // leg 2's data area dies
+    f1->AddRule({.op = BioOp::kWrite, .offset = 0, .len = 8192, .count = 1});  // leg 1 misses the bump
+    Status st = WriteSync(**m, 0, again.data(), 4096);
+    EXPECT_FALSE(st.ok());
+    EXPECT_TRUE(Contains(st.message(), "recording")) << st.message();
+    st = WriteSync(**m, 8192, again.data(), 4096);  // would skip leg 2, which the medium may not record as missing
+    EXPECT_FALSE(st.ok());
+    EXPECT_TRUE(Contains(st.message(), "recording it on the other legs failed")) << st.message();
+    EXPECT_FALSE(FlushSync(**m).ok());
+  }
+  f1->ClearRules();
+  f2->ClearRules();
+  const Bytes junk = Pattern(64 << 10, 28);
+  m2->WriteRaw(doff, junk.data(), junk.size());
+  auto m = MirrorDevice::Create(legs);
+  ASSERT_TRUE(m) << m.error().message();
+  SetDescription d = (*m)->Describe();
+  EXPECT_TRUE(d.legs[2].resynced) << "leg 2 failed a write, yet was taken as current";
+  EXPECT_TRUE(d.legs[2].faulty);
+  EXPECT_EQ(d.legs[2].events, d.legs[1].events);
+  EXPECT_FALSE(d.legs[1].resynced);
+  Bytes want = a;
+  std::copy(again.begin(), again.end(), want.begin());  // the failed write reached legs 0 and 1
+  for (int i = 0; i < 3; i++) {  // reads rotate over the legs
+    Bytes got = Read(**m, 0, a.size());
+    EXPECT_TRUE(std::equal(got.begin() + 4096, got.end(), a.begin() + 4096)) << "read " << i;
+    EXPECT_TRUE(got == a || got == want) << "read " << i;
+  }
+  EXPECT_TRUE(ScrubOf(**m).clean());
+}
+
+// A v1 member record (before base events and faulty roles) still opens:
+// it reads as base = events, no faulty roles, and is rewritten as v2.
+TEST(DataEpoch, AVersion1RecordStillOpens) {
+  auto m0 = Mem1M(), m1 = Mem1M(), m2 = Mem1M();
+  const std::vector<std::shared_ptr<BlockDevice>> legs{m0, m1, m2};
+  const Bytes a = Pattern(64 << 10, 27);
+  {
+    auto p = ParityDevice::Create(legs);
+    ASSERT_TRUE(p) << p.error().message();
+    ASSERT_TRUE(WriteSync(**p, 0, a.data(), a.size()).ok());
+    ASSERT_TRUE(FlushSync(**p).ok());
+  }
+  for (auto& m : {m0, m1, m2}) {  // rewrite the newest record as v1: 64-byte payload
+    for (uint64_t slot = 0; slot < 2; slot++) {
+      Bytes blk(4096);
+      m->ReadRaw(slot * 4096, blk.data(), 4096);
+      auto d = DecodeRecord(blk, "SCPARITY");
+      if (d.state != RecordState::kValid) continue;
+      d.record.version = 1;
+      d.record.payload.resize(64);
+      Bytes enc = EncodeRecord(d.record);
+      m->WriteRaw(slot * 4096, enc.data(), enc.size());
+    }
+  }
+  auto p = ParityDevice::Create(legs);
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(Read(**p, 0, a.size()), a);
+  EXPECT_FALSE((*p)->Describe().legs[0].resynced || (*p)->Describe().legs[1].resynced ||
+               (*p)->Describe().legs[2].resynced);
+  p->reset();
+  for (auto& m : {m0, m1, m2}) {
+    Bytes blk(8192);
+    m->ReadRaw(0, blk.data(), blk.size());
+    auto s0 = DecodeRecord(std::span(blk).first(4096), "SCPARITY"), s1 = DecodeRecord(std::span(blk).last(4096), "SCPARITY");
+    const auto& newest = s0.record.generation > s1.record.generation ? s0 : s1;
+    EXPECT_EQ(newest.record.version, 2u);
+  }
 }
 
 // ---- per-block rebuild -------------------------------------------------------------

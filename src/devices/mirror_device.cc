@@ -48,7 +48,7 @@ Result<std::shared_ptr<MirrorDevice>> MirrorDevice::Create(std::vector<std::shar
 }
 
 MirrorDevice::MirrorDevice(SetMembers m, const MirrorOptions& opts)
-    : FanoutDevice(m.legs, "mirror", opts.required), missed_(m.legs.size()) {
+    : FanoutDevice(m.legs, "mirror", opts.required) {
   info_.size_bytes = m.layout.data_size / info_.logical_block_size * info_.logical_block_size;
   AttachSet(std::move(m));
 }
@@ -88,35 +88,6 @@ ResyncHooks MirrorDevice::Hooks(size_t source, std::vector<bool> stale) {
   return h;
 }
 
-bool MirrorDevice::Missed(size_t leg, uint64_t b0, uint64_t b1) const {
-  if (missed_count_.load(std::memory_order_acquire) == 0) return false;
-  std::lock_guard lk(missed_mu_);
-  auto it = missed_[leg].lower_bound(b0);
-  return it != missed_[leg].end() && *it < b1;
-}
-
-// Each missed block holds its bitmap region set until it is rewritten.
-void MirrorDevice::MarkMissed(size_t leg, uint64_t b0, uint64_t b1) {
-  std::lock_guard lk(missed_mu_);
-  for (uint64_t b = b0; b < b1; b++) {
-    if (!missed_[leg].insert(b).second) continue;
-    missed_count_.fetch_add(1, std::memory_order_release);
-    auto [r0, r1] = intent_->Regions(b * kBlock, kBlock);
-    intent_->Pin(r0, r1, [](Status) {});  // already set: the failed write holds it
-  }
-}
-
-void MirrorDevice::ClearMissed(size_t leg, uint64_t b0, uint64_t b1) {
-  if (missed_count_.load(std::memory_order_acquire) == 0) return;
-  std::lock_guard lk(missed_mu_);
-  for (auto it = missed_[leg].lower_bound(b0); it != missed_[leg].end() && *it < b1;) {
-    auto [r0, r1] = intent_->Regions(*it * kBlock, kBlock);
-    intent_->Unpin(r0, r1);
-    it = missed_[leg].erase(it);
-    missed_count_.fetch_sub(1, std::memory_order_release);
-  }
-}
-
 void MirrorDevice::Submit(BioPtr bio) {
   if (!AdmitBio(*this, bio, counters_)) return;
   switch (bio->op) {
@@ -130,13 +101,14 @@ void MirrorDevice::Submit(BioPtr bio) {
   r->len = bio->Length();
   r->first_leg = next_leg_.fetch_add(1, std::memory_order_relaxed) % legs_.size();
   r->parent = std::move(bio);
-  const uint64_t b0 = r->offset / kBlock, b1 = (r->offset + r->len) / kBlock;
-  if (Missed(r->first_leg, b0, b1)) {  // a leg that missed none of these blocks, else block by block
+  if (members_->any_missing() && Missing(r->first_leg)) {  // a missing leg is never read
     size_t tries = 1;
-    while (tries < legs_.size() && Missed((r->first_leg + tries) % legs_.size(), b0, b1)) tries++;
+    while (tries < legs_.size() && Missing((r->first_leg + tries) % legs_.size())) tries++;
     if (tries == legs_.size()) {
-      r->first_error = Status::IoError("every mirror leg missed a write of some block of the range");
-      return StartRecovery(r);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(r->parent),
+                           Status::IoError("mirror: every leg is behind (each failed a write); nothing can be read "
+                                           "until the set is assembled again"));
     }
     r->first_leg = (r->first_leg + tries) % legs_.size();
   }
@@ -161,6 +133,12 @@ void MirrorDevice::StartRecovery(std::shared_ptr<Read> r) {
 }
 
 void MirrorDevice::SubmitWrite(BioPtr bio) {
+  if (members_->any_missing())
+    if (Status st = members_->RecordError(); !st.ok()) {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(bio), st.WithContext("mirror: a leg is behind, and recording it on the other legs "
+                                                          "failed; writes are refused until the set is assembled again"));
+    }
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   const uint64_t off = bio->offset, len = bio->Length();
   const auto regions = intent_->Regions(off, len);
@@ -180,7 +158,7 @@ void MirrorDevice::SubmitWrite(BioPtr bio) {
 }
 
 void MirrorDevice::WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, uint64_t r1) {
-  const uint64_t off = parent->offset, len = parent->Length();
+  const uint64_t off = parent->offset;
   const std::vector<BioSegment> segs = parent->segments;
   const Stability level = parent->stability;
   struct Failed {
@@ -188,16 +166,25 @@ void MirrorDevice::WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, ui
     std::vector<size_t> legs;
   };
   auto failed = std::make_shared<Failed>();
-  auto join = BioJoin::Start(std::move(parent), [this, t, failed, off, len, r0, r1](BioPtr p, Status st) {
+  if (members_->missing_count() == legs_.size()) {
     locks_.Release(t);
+    intent_->EndWrite(r0, r1);
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    return Bio::Complete(std::move(parent),
+                         Status::IoError(fmt::format("mirror: every leg is behind (each failed a write); offset {} "
+                                                     "cannot be written until the set is assembled again",
+                                                     off)));
+  }
+  auto join = BioJoin::Start(std::move(parent), [this, t, failed, r0, r1](BioPtr p, Status st) {
     std::vector<size_t> f;
     {
       std::lock_guard lk(failed->mu);
       f = failed->legs;
     }
-    FinishWrite(std::move(p), std::move(st), std::move(f), off, len, r0, r1);
+    FinishWrite(std::move(p), std::move(st), std::move(f), t, r0, r1);
   });
   for (size_t i = 0; i < legs_.size(); i++) {
+    if (Missing(i)) continue;  // never written: rebuilt whole at the next assembly
     auto c = join->Child(BioOp::kWrite, data_offset_ + off, level);
     c->segments = segs;
     auto counted = std::move(c->on_complete);
@@ -213,27 +200,25 @@ void MirrorDevice::WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, ui
   join->Arm();
 }
 
-// Legs that took the write no longer miss its blocks; legs that failed it
-// now do, and are behind: their events stay behind on the medium (bumped
-// on the others) before the write fails, so even a crash right after
-// leaves them stale for the next assembly.
-void MirrorDevice::FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, uint64_t off, uint64_t len,
-                               uint64_t r0, uint64_t r1) {
-  const uint64_t b0 = off / kBlock, b1 = (off + len) / kBlock;
-  for (size_t i = 0; i < legs_.size(); i++)
-    if (std::find(failed.begin(), failed.end(), i) == failed.end()) ClearMissed(i, b0, b1);
-  for (size_t i : failed) MarkMissed(i, b0, b1);
+// Legs that failed the write are behind, missing from now on (marked
+// before the range lock is released, so no later read uses their old
+// copies), and recorded on the other legs before the write completes: even
+// a crash right after leaves them stale for the next assembly. A write
+// that skipped a missing leg waits for that record too.
+void MirrorDevice::FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, RangeLock::Ticket t, uint64_t r0,
+                               uint64_t r1) {
+  for (size_t leg : failed) members_->LegFailedWrite(leg);
+  locks_.Release(t);
   intent_->EndWrite(r0, r1);
-  if (failed.empty()) return Bio::Complete(std::move(parent), std::move(st));
-  counters_.errors.fetch_add(1, std::memory_order_relaxed);
-  const size_t leg = failed.back();
-  failed.pop_back();
+  if (!failed.empty()) counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  if (!members_->any_missing()) return Bio::Complete(std::move(parent), std::move(st));
   auto holder = std::make_shared<BioPtr>(std::move(parent));
-  members_->LegFailedWrite(leg, [this, holder, st, failed = std::move(failed)](Status bump) mutable {
-    Status result = bump.ok() ? st : st.WithContext(fmt::format("(and the events bump failed: {})", bump.message()));
-    if (failed.empty()) return Bio::Complete(std::move(*holder), std::move(result));
-    // One more failed leg: recurse through FinishWrite's tail with no range.
-    FinishWrite(std::move(*holder), std::move(result), std::move(failed), 0, 0, 0, 0);
+  members_->AfterRecorded([holder, st = std::move(st)](Status bump) {
+    Status result = bump.ok() ? st
+                              : (st.ok() ? bump.WithContext("mirror: a leg is behind, and recording it on the other legs failed; "
+                                                           "writes are refused until the set is assembled again")
+                                         : st.WithContext(fmt::format("(and the events bump failed: {})", bump.message())));
+    Bio::Complete(std::move(*holder), std::move(result));
   });
 }
 
@@ -241,9 +226,7 @@ void MirrorDevice::FinishWrite(BioPtr parent, Status st, std::vector<size_t> fai
 // the first leg that can, so one bad block on each leg still reads.
 void MirrorDevice::RecoverBlock(std::shared_ptr<Read> r) {
   const size_t leg = (r->first_leg + r->tries) % legs_.size();
-  const uint64_t block = r->offset / kBlock + r->block;
-  if (Missed(leg, block, block + 1))  // its copy is older than the last write: rewritten below
-    return BlockRead(std::move(r), leg, Status::IoError(fmt::format("mirror leg {} missed a write of this block", leg)));
+  if (Missing(leg)) return BlockRead(std::move(r), leg, MissingLeg(leg));  // never read
   auto c = Bio::Make(BioOp::kRead, data_offset_ + r->offset + r->block * kBlock, Stability::kStable);
   c->AddSegment(r->flat.get() + r->block * kBlock, kBlock);
   c->on_complete = [this, r, leg](BioPtr, Status st) { BlockRead(r, leg, std::move(st)); };
@@ -265,7 +248,8 @@ void MirrorDevice::BlockRead(std::shared_ptr<Read> r, size_t leg, Status st) {
                                                               (r->offset >> 12) + r->block,
                                                               r->offset + r->block * kBlock, why)));
   }
-  for (auto& [bad, e] : r->block_errors) r->repairs.emplace_back(r->block, bad);
+  for (auto& [bad, e] : r->block_errors)
+    if (!Missing(bad)) r->repairs.emplace_back(r->block, bad);
   r->block_errors.clear();
   r->tries = 0;
   if (++r->block < r->len / kBlock) return RecoverBlock(std::move(r));
@@ -290,10 +274,8 @@ void MirrorDevice::Repair(std::shared_ptr<Read> r, Status result) {
     auto c = join->Child(BioOp::kWrite, data_offset_ + r->offset + block * kBlock, Stability::kStable);
     c->AddSegment(r->flat.get() + block * kBlock, kBlock);
     auto counted = std::move(c->on_complete);
-    const uint64_t dev_block = r->offset / kBlock + block;
-    c->on_complete = [this, counted = std::move(counted), leg, dev_block](BioPtr b, Status st) {
+    c->on_complete = [this, counted = std::move(counted)](BioPtr b, Status st) {
       if (st.ok()) counters_.repairs.fetch_add(1, std::memory_order_relaxed);
-      if (st.ok()) ClearMissed(leg, dev_block, dev_block + 1);
       counted(std::move(b), std::move(st));
     };
     legs_[leg]->Submit(std::move(c));
@@ -321,6 +303,10 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
   std::vector<std::vector<std::string>> errors(n, std::vector<std::string>(blocks));
   for (size_t i = 0; i < n; i++) {
     bufs[i] = AllocAligned(len);
+    if (Missing(i)) {  // never read, never repaired here: rebuilt whole at the next assembly
+      for (uint64_t b = 0; b < blocks; b++) errors[i][b] = MissingLeg(i).message();
+      continue;
+    }
     if (ReadSync(*legs_[i], data_offset_ + offset, bufs[i].get(), len).ok()) continue;
     for (uint64_t b = 0; b < blocks; b++) {  // find which blocks
       Status st = ReadSync(*legs_[i], data_offset_ + offset + b * kBlock, bufs[i].get() + b * kBlock, kBlock);
@@ -329,8 +315,6 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
   }
   for (uint64_t b = 0; b < blocks; b++) {
     const uint64_t block = offset / kBlock + b;
-    for (size_t i = 0; i < n; i++)  // a leg that missed a write of the block holds an old copy
-      if (errors[i][b].empty() && Missed(i, block, block + 1)) errors[i][b] = "missed a write of this block";
     std::optional<size_t> ref;
     std::string why;
     std::vector<size_t> bad;  // legs whose copy is to be rewritten from ref
@@ -360,15 +344,16 @@ Status MirrorDevice::ScrubChunk(uint64_t offset, uint32_t len, ScrubReport& repo
                   ref ? fmt::format("leg {} holds it; {}", *ref, why) : why});
     if (!report.repair || !ref) continue;
     for (size_t i : bad) {  // under the chunk's range lock: no write of it meanwhile
+      if (Missing(i)) continue;
       Status st = WriteSync(*legs_[i], data_offset_ + offset + b * kBlock, bufs[*ref].get() + b * kBlock, kBlock);
       if (!st.ok()) return st.WithContext(fmt::format("mirror: repairing block {} on leg {}", block, i));
-      ClearMissed(i, block, block + 1);
       report.repaired++;
       counters_.repairs.fetch_add(1, std::memory_order_relaxed);
     }
   }
   if (report.repair)
-    for (size_t i = 0; i < n; i++) SC_RETURN_IF_ERROR(FlushSync(*legs_[i]).WithContext(fmt::format("mirror: flushing repairs on leg {}", i)));
+    for (size_t i = 0; i < n; i++)
+      if (!Missing(i)) SC_RETURN_IF_ERROR(FlushSync(*legs_[i]).WithContext(fmt::format("mirror: flushing repairs on leg {}", i)));
   report.blocks_checked += blocks;
   return Status::Ok();
 }

@@ -14,10 +14,12 @@
 // Writes set their regions' bits in the bitmap on every leg first (durable,
 // group-committed), then go to every leg and complete when all have; the
 // first leg error fails the write (the page cache keeps the page dirty and
-// retries). A leg that failed a write is behind: its events are left
-// behind on the medium (the next assembly rebuilds it), the blocks it
-// missed are never read from it, and they stay marked in the bitmap until
-// a later write or a read's repair rewrites them on that leg. Reads rotate over the
+// retries). A leg that failed a write is behind, and missing from then on
+// (md's faulty member): it is recorded as faulty on the other legs before
+// the write completes, and is never read, written, repaired or scrubbed
+// again until the next assembly rebuilds it whole; later writes go to the
+// other legs and succeed (acknowledged once that record is durable). With
+// every leg behind, reads and writes fail naming that. Reads rotate over the
 // legs. A read that fails on a leg (an integrity error from a layer below,
 // an I/O error) is recovered block by block under a range lock that keeps
 // writes out: each 4 KiB block comes from the first leg that can read it,
@@ -68,12 +70,8 @@ class MirrorDevice final : public FanoutDevice {
                    uint64_t len);
   void SubmitWrite(BioPtr bio);
   void WriteLegs(BioPtr parent, RangeLock::Ticket t, uint64_t r0, uint64_t r1);
-  void FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, uint64_t off, uint64_t len, uint64_t r0,
+  void FinishWrite(BioPtr parent, Status st, std::vector<size_t> failed, RangeLock::Ticket t, uint64_t r0,
                    uint64_t r1);
-  // Blocks [b0, b1) some leg missed (a failed write): never read from it.
-  bool Missed(size_t leg, uint64_t b0, uint64_t b1) const;
-  void MarkMissed(size_t leg, uint64_t b0, uint64_t b1);
-  void ClearMissed(size_t leg, uint64_t b0, uint64_t b1);
   void StartRecovery(std::shared_ptr<Read> r);
   void RecoverBlock(std::shared_ptr<Read> r);
   void BlockRead(std::shared_ptr<Read> r, size_t leg, Status st);
@@ -84,9 +82,6 @@ class MirrorDevice final : public FanoutDevice {
 
   RangeLock locks_;
   std::atomic<uint64_t> next_leg_{0};
-  mutable std::mutex missed_mu_;
-  std::vector<std::set<uint64_t>> missed_;  // GUARDED_BY(missed_mu_) per leg: device block numbers
-  std::atomic<size_t> missed_count_{0};
 };
 
 }  // namespace stablecache

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "block/aligned_buffer.h"
 #include "block/bounce.h"
@@ -225,7 +226,28 @@ void ParityDevice::Submit(BioPtr bio) {
 
 // ---- writes ---------------------------------------------------------------
 
+Status ParityDevice::TwoLegsMissing() const {
+  if (members_->missing_count() < 2) return Status::Ok();
+  std::vector<size_t> gone;
+  for (size_t l = 0; l < legs_.size(); l++)
+    if (Missing(l)) gone.push_back(l);
+  return Status::IoError(fmt::format(
+      "parity: legs {} are behind (they failed writes); every stripe has lost two chunks and RAID-5 survives the "
+      "loss of one leg: writes are refused",
+      fmt::join(gone, " and ")));
+}
+
 void ParityDevice::SubmitWrite(BioPtr bio) {
+  if (Status lost = TwoLegsMissing(); !lost.ok()) {
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    return Bio::Complete(std::move(bio), lost);
+  }
+  if (members_->any_missing())
+    if (Status st = members_->RecordError(); !st.ok()) {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return Bio::Complete(std::move(bio), st.WithContext("parity: a leg is behind, and recording it on the other legs "
+                                                          "failed; writes are refused until the set is assembled again"));
+    }
   StabilizeBio(*bio, info_.required_stability, counters_.bytes_bounced);
   auto op = std::make_shared<WriteOp>();
   op->blocks = ContiguousBlocks(*bio, counters_.bytes_bounced);
@@ -244,6 +266,7 @@ void ParityDevice::SubmitWrite(BioPtr bio) {
     }
     stripe_locks_.Acquire(op->s0, op->s1, [this, op](RangeLock::Ticket t) {
       op->ticket = t;
+      if (Status lost = TwoLegsMissing(); !lost.ok()) return FailWrite(op, lost);  // one may fail meanwhile
       ReadRestOfStripes(op);
     });
   });
@@ -270,6 +293,12 @@ void ParityDevice::ReadRestOfStripes(std::shared_ptr<WriteOp> op) {
       std::byte* chunk = WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
       if (covered) continue;
       Place p = DataPlace(s * k + d);
+      if (Missing(p.leg)) {  // rebuilt from the rest of the stripe, like an unreadable one
+        std::lock_guard lk(op->mu);
+        op->unreadable.insert((s - op->s0) * n + d);
+        op->first_error.Update(MissingLeg(p.leg));
+        continue;
+      }
       runs.Add(p.leg, p.offset, chunk, (s - op->s0) * n + d);
     }
   auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status) {
@@ -302,35 +331,40 @@ void ParityDevice::FailWrite(std::shared_ptr<WriteOp> op, const Status& st) {
   Bio::Complete(std::move(op->parent), st);
 }
 
-// The data and parity writes ended. All legs took them: every stripe's
-// parity is the XOR of its data again. A leg failed: the stripes' parity
-// may be stale (marked before the stripe lock is released, so no rebuild
-// can use it), and the failed legs are behind (events bumped on the others
-// before the write fails).
+// The data and parity writes ended. The legs that failed are behind and
+// missing from now on (marked before the stripe lock is released, so no
+// read or write of these stripes uses them), recorded on the other legs
+// before the write completes. If every leg not missing took the write,
+// parity is the XOR of the intended data with the missing leg left out: the
+// stripes are consistent. Otherwise (a second leg lost) their parity may be
+// stale: marked, so no rebuild can use it.
 void ParityDevice::EndWrite(std::shared_ptr<WriteOp> op, Status st, BioPtr parent) {
   std::vector<size_t> failed;
   {
     std::lock_guard lk(op->mu);
     failed = op->failed_legs;
   }
-  if (failed.empty()) ClearStale(op->s0, op->s1);
+  std::sort(failed.begin(), failed.end());
+  failed.erase(std::unique(failed.begin(), failed.end()), failed.end());
+  for (size_t leg : failed) members_->LegFailedWrite(leg);
+  if (failed.empty() || members_->missing_count() == 1) ClearStale(op->s0, op->s1);
   else MarkStale(op->s0, op->s1);
   stripe_locks_.Release(op->ticket);
   intent_->EndWrite(op->r0, op->r1);
-  if (failed.empty()) {
-    counters_.repairs.fetch_add(op->rebuilt.size(), std::memory_order_relaxed);
-    return Bio::Complete(std::move(parent), std::move(st));
-  }
-  counters_.errors.fetch_add(1, std::memory_order_relaxed);
-  std::sort(failed.begin(), failed.end());
-  failed.erase(std::unique(failed.begin(), failed.end()), failed.end());
+  if (failed.empty()) counters_.repairs.fetch_add(op->rebuilt.size(), std::memory_order_relaxed);
+  else counters_.errors.fetch_add(1, std::memory_order_relaxed);
+  if (!members_->any_missing()) return Bio::Complete(std::move(parent), std::move(st));
+  // A missing leg was skipped or has just failed: the write is acknowledged
+  // only once the medium records that leg as behind.
   auto holder = std::make_shared<BioPtr>(std::move(parent));
-  auto remaining = std::make_shared<std::atomic<size_t>>(failed.size());
-  auto result = std::make_shared<Status>(std::move(st));
-  for (size_t leg : failed)
-    members_->LegFailedWrite(leg, [holder, remaining, result](Status) {
-      if (remaining->fetch_sub(1) == 1) Bio::Complete(std::move(*holder), *result);
-    });
+  members_->AfterRecorded([holder, st = std::move(st)](Status bump) {
+    Status result = bump.ok() ? st
+                              : (st.ok() ? bump.WithContext("parity: a leg is behind, and recording it on the other legs failed; "
+                                                           "writes are refused until the set is assembled again")
+                                         : st.WithContext(fmt::format("(and recording the failed leg failed: {})",
+                                                                      bump.message())));
+    Bio::Complete(std::move(*holder), std::move(result));
+  });
 }
 
 // A chunk the write needed could not be read: rebuild it from the stripe's
@@ -363,6 +397,11 @@ void ParityDevice::RebuildForWrite(std::shared_ptr<WriteOp> op) {
       if (d < k) WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
       if (d < k && !covered) continue;  // already read (or the lost one)
       Place p = d < k ? DataPlace(s * k + d) : ParityPlace(s);
+      if (Missing(p.leg))
+        return FailWrite(op, op->first_error.WithContext(fmt::format(
+                                 "parity: two chunks of stripe {} are lost (one cannot be read, and leg {} is behind: "
+                                 "it failed a write); cannot update the stripe",
+                                 s, p.leg)));
       runs.Add(p.leg, p.offset, op->old.get() + (i * n + d) * kChunk, i);
     }
   }
@@ -403,17 +442,19 @@ void ParityDevice::WriteDataAndParity(std::shared_ptr<WriteOp> op) {
       vec[d] = WriteChunk(op->blocks, op->first_block, op->scratch.get(), op->s0, n, s, d, &covered);
       if (covered) {
         Place p = DataPlace(s * k + d);
-        runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[d]), s);
+        if (!Missing(p.leg)) runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[d]), s);
       }
     }
-    xor_gen(static_cast<int>(n), kChunk, vec.data());  // vec[k] = XOR of the data
+    // vec[k] = XOR of the intended data, so a missing leg's chunk is
+    // rebuilt from the others as what this write meant it to hold.
+    xor_gen(static_cast<int>(n), kChunk, vec.data());
     Place p = ParityPlace(s);
-    runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[k]), s);
+    if (!Missing(p.leg)) runs.Add(p.leg, p.offset, static_cast<std::byte*>(vec[k]), s);
   }
   for (uint64_t slot : op->rebuilt) {  // repairs of chunks that could not be read
     const uint64_t s = op->s0 + slot / n;
     Place p = DataPlace(s * k + slot % n);
-    runs.Add(p.leg, p.offset, op->scratch.get() + slot * kChunk, s);
+    if (!Missing(p.leg)) runs.Add(p.leg, p.offset, op->scratch.get() + slot * kChunk, s);
   }
   const Stability level = op->parent->stability;  // parity scratch is stable; the payload says its own
   auto join = BioJoin::Start(std::move(op->parent),
@@ -438,8 +479,15 @@ void ParityDevice::SubmitRead(BioPtr bio) {
   op->first_block = bio->offset / kChunk;
   op->parent = std::move(bio);
   LegRuns runs(legs_.size());
+  const bool any_missing = members_->any_missing();
   for (uint64_t i = 0; i < op->blocks.size(); i++) {
     Place p = DataPlace(op->first_block + i);
+    if (any_missing && Missing(p.leg)) {  // never read: rebuilt from the rest of its stripe
+      std::lock_guard lk(op->mu);
+      op->failed.insert(i);
+      op->first_error.Update(MissingLeg(p.leg));
+      continue;
+    }
     runs.Add(p.leg, p.offset, op->blocks[i], i);
   }
   auto join = BioJoin::Start(nullptr, [this, op](BioPtr, Status) {
@@ -485,6 +533,7 @@ void ParityDevice::FindFailedBlocks(std::shared_ptr<ReadOp> op) {
   });
   for (uint64_t i : failed) {
     Place p = DataPlace(op->first_block + i);
+    if (Missing(p.leg)) continue;  // stays failed
     auto c = join->Child(BioOp::kRead, p.offset, Stability::kStable);
     c->AddSegment(op->blocks[i], kChunk);
     auto counted = std::move(c->on_complete);
@@ -541,6 +590,20 @@ void ParityDevice::RebuildRead(std::shared_ptr<ReadOp> op) {
     std::byte* dst = op->scratch.get() + i * (n - 1) * kChunk;
     for (size_t leg = 0; leg < n; leg++) {
       if (leg == lost_leg) continue;
+      if (Missing(leg)) {
+        counters_.errors.fetch_add(1, std::memory_order_relaxed);
+        stripe_locks_.Release(op->ticket);
+        Status first;
+        {
+          std::lock_guard lk(op->mu);
+          first = op->first_error;
+        }
+        return Bio::Complete(std::move(op->parent),
+                             first.WithContext(fmt::format(
+                                 "parity: block {} cannot be read and stripe {} cannot rebuild it: its chunk on leg {} "
+                                 "is lost too (that leg is behind: it failed a write)",
+                                 block, s, leg)));
+      }
       runs.Add(leg, data_offset_ + s * kChunk, dst, i);
       dst += kChunk;
     }
@@ -577,7 +640,7 @@ void ParityDevice::FinishRebuild(std::shared_ptr<ReadOp> op) {
   LegRuns runs(n);
   for (size_t i = 0; i < op->lost.size(); i++) {
     Place p = DataPlace(op->first_block + op->lost[i]);
-    runs.Add(p.leg, p.offset, repair.get() + i * kChunk, i);
+    if (!Missing(p.leg)) runs.Add(p.leg, p.offset, repair.get() + i * kChunk, i);
   }
   // The read completes after its repair: nothing of this device may run
   // after the caller's completion (it may drop the stack right then).
@@ -638,6 +701,14 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
     std::vector<size_t> failed(count, 0), failed_leg(count, 0);
     for (size_t leg = 0; leg < n; leg++) {
       const uint64_t at = data_offset_ + s0 * kChunk;
+      if (Missing(leg)) {  // never read: each stripe is degraded
+        for (uint64_t i = 0; i < count; i++) {
+          failed[i]++;
+          failed_leg[i] = leg;
+          why[i] += fmt::format("{}{}", why[i].empty() ? "" : "; ", MissingLeg(leg).message());
+        }
+        continue;
+      }
       if (ReadSync(*legs_[leg], at, bufs[leg].get(), static_cast<uint32_t>(count * kChunk)).ok()) continue;
       for (uint64_t i = 0; i < count; i++) {
         Status st = ReadSync(*legs_[leg], at + i * kChunk, bufs[leg].get() + i * kChunk, kChunk);
@@ -670,7 +741,7 @@ Status ParityDevice::ScrubSelf(uint64_t offset, uint64_t len, ScrubReport& repor
                     stale && failed[i] == 1
                         ? fmt::format("{}; the stripe's parity may be stale, so the chunk cannot be rebuilt", why[i])
                         : why[i]});
-        if (!report.repair || !rebuildable) continue;
+        if (!report.repair || !rebuildable || Missing(failed_leg[i])) continue;
         std::swap(vec[failed_leg[i]], vec[n - 1]);  // the lost chunk is the XOR of the others
         xor_gen(static_cast<int>(n), kChunk, vec.data());
         SC_RETURN_IF_ERROR(rewrite(i, failed_leg[i]));

@@ -30,9 +30,19 @@
 // others. A set that is both dirty and missing a leg fails to assemble
 // (the lost chunks of dirty stripes cannot be rebuilt).
 //
+// A leg that fails a write is behind and missing from then on (md's
+// degraded mode): recorded as faulty on the other legs before the write
+// completes (block/member_set.h), never read (its chunks are rebuilt from
+// the rest of their stripes), never written (a write computes parity over
+// its intended data and skips the missing leg's chunk, so with that leg
+// left out every stripe it wrote is consistent). Writes that skip it
+// succeed; with two legs missing every write fails naming them, and a read
+// needing a chunk of either fails naming the stripe.
+//
 // No write hole at runtime: every write sets its regions' bits durably
-// first. A write that fails on any leg leaves its stripes "parity may be
-// stale": remembered in memory and held set in the bitmap. Rebuilding a
+// first. A write that fails on a leg while another is already missing, or
+// a dirty stripe assembly could not resync, leaves the stripe "parity may
+// be stale": remembered in memory and held set in the bitmap. Rebuilding a
 // chunk of such a stripe (a degraded read, or a degraded write) fails with
 // an error naming the stripe instead of XORing old and new chunks; the
 // next write of the stripe that reads or covers every data chunk
@@ -95,6 +105,8 @@ class ParityDevice final : public FanoutDevice {
   void MarkStale(uint64_t s0, uint64_t s1);
   void ClearStale(uint64_t s0, uint64_t s1);
   std::optional<uint64_t> FirstStale(uint64_t s0, uint64_t s1) const;
+  // An error naming the legs if two or more are missing (writes are refused).
+  Status TwoLegsMissing() const;
   void EndWrite(std::shared_ptr<WriteOp> op, Status st, BioPtr parent);
   void SubmitWrite(BioPtr bio);
   void ReadRestOfStripes(std::shared_ptr<WriteOp> op);

@@ -120,7 +120,7 @@ TEST(MirrorAdversary, DirtyRegionResyncNeverCopiesAStaleLegOverACurrentOne) {
 // parity set then refuses to assemble for good.
 // KNOWN OPEN (issue 9 closing note): disabled until the member record
 // carries a data epoch (md's clean/dirty events) and a clean state.
-TEST(ParityAdversary, DISABLED_ACrashBetweenLegsEventsBumpsLeavesTheSetOpenable) {
+TEST(ParityAdversary, ACrashBetweenLegsEventsBumpsLeavesTheSetOpenable) {
   auto m0 = Mem(), m1 = Mem(), m2 = Mem();
   auto f1 = std::make_shared<FaultDevice>(m1);
   const std::vector<std::shared_ptr<BlockDevice>> legs{m0, f1, m2};
@@ -200,7 +200,7 @@ TEST(ParityAdversary, AStripeAssemblyCouldNotResyncStaysMarkedAcrossACrash) {
 // get a replacement.
 // KNOWN OPEN (issue 9 closing note): disabled until the member record
 // carries a data epoch (md's clean/dirty events) and a clean state.
-TEST(ParityAdversary, DISABLED_ALegThatDiedAtRunTimeCanBeReplacedWithABlankOne) {
+TEST(ParityAdversary, ALegThatDiedAtRunTimeCanBeReplacedWithABlankOne) {
   auto m0 = Mem(), m1 = Mem(), m2 = Mem();
   auto f2 = std::make_shared<FaultDevice>(m2);
   const Bytes data = Pattern(64 << 10, 6);

@@ -157,8 +157,15 @@ TEST(Mirror, AWriteFailingOnOneLegFailsAndNamesTheLeg) {
   Status st = WriteSync(*m, 0, data.data(), 4096);
   EXPECT_EQ(st.code(), Code::kIoError);
   EXPECT_NE(st.message().find("mirror leg 1"), std::string::npos) << st.message();
-  ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());  // the retry lands on both
-  EXPECT_TRUE(ScrubOf(*m).clean());
+  ASSERT_TRUE(WriteSync(*m, 0, data.data(), 4096).ok());  // the retry lands on leg 0; leg 1 is missing
+  ScrubReport r = ScrubOf(*m);
+  EXPECT_EQ(r.mirror_divergence, 0u);
+  EXPECT_GT(r.degraded, 0u) << "the scrub does not say the set is degraded";
+  m.reset();
+  auto again = *MirrorDevice::Create({mems[0], mems[1]});  // leg 1 is rebuilt
+  EXPECT_TRUE(again->Describe().legs[1].resynced);
+  EXPECT_EQ(ReadAll(*again, 0, 4096), data);
+  EXPECT_TRUE(ScrubOf(*again).clean());
 }
 
 // ---- parity -----------------------------------------------------------------
@@ -455,6 +462,118 @@ TEST(ParityScrub, RepairRecomputesParityAndRebuildsALostChunk) {
   ASSERT_TRUE(ReadSync(*legs[lost.leg], lost.offset, back.data(), 4096).ok());  // the leg's copy itself is good again
   ASSERT_TRUE(ReadSync(*p, 0, back.data(), static_cast<uint32_t>(back.size())).ok());
   EXPECT_EQ(back, data);
+}
+
+}  // namespace
+}  // namespace stablecache
+
+namespace stablecache {
+namespace {
+
+// ---- degraded mode: a leg that died at run time ---------------------------------
+
+// A 4-leg parity set under random partial-stripe writes and reads, checked
+// against a model. Leg 2 dies (every I/O fails); the first write that
+// touches it fails (the page cache retries it), and from then on the set
+// serves every read and write from the other legs, rebuilding leg 2's
+// chunks, and flushes cleanly. After a clean stop a blank replacement for
+// leg 2 is rebuilt and the set holds the model's data. Then two legs die:
+// writes fail naming both legs.
+TEST(ParityDegraded, ASetKeepsServingReadsAndWritesAfterOneLegDies) {
+  auto mems = Mems(4);
+  std::vector<std::shared_ptr<FaultDevice>> faults;
+  for (auto& m : mems) faults.push_back(std::make_shared<FaultDevice>(m));
+  auto p = *ParityDevice::Create(AsLegs(faults));
+  const uint64_t blocks = 96;
+  Bytes model(blocks * 4096);
+  std::mt19937 rng(7);
+  auto write = [&](uint64_t b, uint64_t count, uint32_t seed) {
+    Bytes data = Pattern(count * 4096, seed);
+    Status st = WriteSync(*p, b * 4096, data.data(), data.size());
+    if (st.ok()) std::copy(data.begin(), data.end(), model.begin() + b * 4096);
+    return st;
+  };
+  auto random_ops = [&](int n, uint32_t seed0) {
+    for (int i = 0; i < n; i++) {
+      const uint64_t b = rng() % blocks, count = 1 + rng() % std::min<uint64_t>(7, blocks - b);
+      if (rng() % 3) {
+        Status st = write(b, count, seed0 + i);
+        ASSERT_TRUE(st.ok()) << "write " << i << ": " << st.ToString();
+      } else {
+        ASSERT_EQ(ReadAll(*p, b * 4096, count * 4096), Bytes(model.begin() + b * 4096, model.begin() + (b + count) * 4096))
+            << "read " << i;
+      }
+    }
+  };
+  ASSERT_TRUE(write(0, blocks, 1).ok());
+  random_ops(100, 1000);
+  faults[2]->AddRule({.offset = p->data_offset()});  // leg 2's data area dies: every read and write there fails
+  Status st = write(0, 3, 50);  // stripe 0 has a chunk on every leg
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(p->Describe().legs[2].state.rfind("behind", 0) == 0) << p->Describe().legs[2].state;
+  ASSERT_TRUE(write(0, 3, 50).ok()) << "the retried write failed although only the missing leg is dead";
+  random_ops(300, 2000);
+  if (HasFailure()) return;
+  const uint64_t seen = faults[2]->seen();
+  ASSERT_EQ(ReadAll(*p, 0, blocks * 4096), model);
+  ASSERT_TRUE(FlushSync(*p).ok());
+  EXPECT_EQ(faults[2]->seen(), seen) << "the missing leg was read, written or flushed";
+  EXPECT_EQ(p->DirtyRegions(), 0u) << "a clean stop leaves no dirty region";
+  EXPECT_EQ(p->StaleStripes(), 0u);
+  p.reset();
+  // Leg 2 replaced by a blank disk: rebuilt, the model's data intact.
+  faults[2] = std::make_shared<FaultDevice>(*MemoryDevice::Create({.size_bytes = 1 << 20}));
+  auto again = ParityDevice::Create(AsLegs(faults));
+  ASSERT_TRUE(again) << again.error().message();
+  p = *again;
+  EXPECT_TRUE(p->Describe().legs[2].resynced);
+  EXPECT_EQ(ReadAll(*p, 0, blocks * 4096), model);
+  EXPECT_TRUE(ScrubOf(*p).clean());
+  // Two legs die: writes fail naming both legs; reads of chunks on the
+  // living legs still work, the others fail naming their stripe.
+  faults[0]->AddRule({.op = BioOp::kWrite, .offset = p->data_offset()});
+  faults[2]->AddRule({.op = BioOp::kWrite, .offset = p->data_offset()});
+  EXPECT_FALSE(write(0, 3, 60).ok());
+  st = write(0, 3, 61);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("legs 0 and 2 are behind"), std::string::npos) << st.message();
+  for (uint64_t b = 3; b < 12; b++) {  // stripes the failed writes did not touch
+    Status rst;
+    Bytes got = ReadAll(*p, b * 4096, 4096, &rst);
+    if (rst.ok()) EXPECT_EQ(got, Bytes(model.begin() + b * 4096, model.begin() + (b + 1) * 4096)) << "block " << b;
+    else EXPECT_NE(rst.message().find("stripe"), std::string::npos) << rst.message();
+  }
+}
+
+// A mirror leg that failed a write is missing: it is never read again (not
+// even for blocks it holds), never written, and later writes succeed on
+// the others. Its raw bytes are scribbled on to prove no read uses them.
+TEST(MirrorDegraded, ALegThatFailedAWriteIsNeverReadOrWrittenAgain) {
+  auto mems = Mems(3);
+  auto f1 = std::make_shared<FaultDevice>(mems[1]);
+  auto m = *MirrorDevice::Create({mems[0], f1, mems[2]});
+  const Bytes a = Pattern(64 << 10, 31), b = Pattern(4096, 32), c = Pattern(4096, 33);
+  ASSERT_TRUE(WriteSync(*m, 0, a.data(), a.size()).ok());
+  f1->AddRule({.op = BioOp::kWrite, .offset = m->data_offset(), .len = 4096, .count = 1});
+  EXPECT_FALSE(WriteSync(*m, 0, b.data(), 4096).ok());
+  const Bytes junk = Pattern(64 << 10, 34);
+  mems[1]->WriteRaw(m->data_offset(), junk.data(), junk.size());
+  const uint64_t seen = f1->seen();
+  ASSERT_TRUE(WriteSync(*m, 8192, c.data(), 4096).ok()) << "a write failed although only the missing leg is behind";
+  Bytes want = a;
+  std::copy(c.begin(), c.end(), want.begin() + 8192);
+  for (int i = 0; i < 6; i++) {  // reads rotate over the legs
+    Bytes got = ReadAll(*m, 4096, want.size() - 4096);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin() + 4096)) << "read " << i << " used the missing leg";
+  }
+  ASSERT_TRUE(FlushSync(*m).ok());
+  EXPECT_EQ(f1->seen(), seen) << "the missing leg was read, written or flushed";
+  MediumReport rep;
+  m->DescribeMedium(rep);
+  bool faulty_listed = false;
+  for (auto& [k, v] : rep.at(0).fields)
+    if (k == "faulty roles") faulty_listed = v == "1";
+  EXPECT_TRUE(faulty_listed) << "info does not list role 1 as faulty";
 }
 
 }  // namespace
