@@ -138,39 +138,55 @@ TEST(AdversaryErrseq, FlushErrorOfAHandleDroppedWithoutCloseReachesTheNextHandle
 // recorded in a space nobody will see again. The next handle's Sync says OK
 // and reads bytes that are not what was written.
 TEST(AdversaryErrseq, DirtyPageOfADroppedHandleIsNeitherLostNorSilentWhenTheFlusherRetryFails) {
-  auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20});
-  auto gate = std::make_shared<GateDevice>(mem);
-  auto cache = *Cache::Create({.capacity_bytes = 2 << 20, .writeback_interval_ms = 5});
-  const Bytes data = Pattern(4096, 2);
-  auto f = cache->Open(gate);
-  ASSERT_TRUE(f);
-  ASSERT_TRUE((*f)->Write(0, data));
-  // The drop's own write fails at once; its flush and the flusher's retry are held.
-  gate->Configure(/*fail_writes=*/1, /*hold_writes=*/true, /*hold_flushes=*/true);
-  std::thread dropper([h = std::move(*f)]() mutable { h.reset(); });
-  ASSERT_TRUE(gate->WaitHeld(BioOp::kFlush)) << "the drop's flush never came";
-  ASSERT_TRUE(gate->WaitHeld(BioOp::kWrite)) << "the flusher never retried the re-dirtied page";
-  gate->ReleaseOne(BioOp::kFlush, Status::Ok());
-  std::this_thread::sleep_for(200ms);  // the dropper reaches CloseSpace and waits in DropAllPages
-  gate->ReleaseOne(BioOp::kWrite, Status::IoError("gate: the retry fails too"));
-  // Later retries go through: on a loaded machine the flusher may retry
-  // again before the dropper has finished, and a held retry would wait
-  // forever. (A page dropped after the failed retry is still caught below:
-  // it is not on the device and the Sync is OK.)
-  gate->Configure(0, false, false);
-  dropper.join();
+  // The schedule needs the drop's own write to be the one that fails. The
+  // flusher (every 5 ms) may take the page first on a slow machine (TSan):
+  // then the drop waits for the flusher's held retry and never flushes.
+  // Such an attempt is let go and the schedule tried again on a fresh cache.
+  for (int attempt = 0;; attempt++) {
+    ASSERT_LT(attempt, 10) << "the drop's flush never came in 10 attempts: the schedule was never produced";
+    auto mem = *MemoryDevice::Create({.size_bytes = 4 << 20});
+    auto gate = std::make_shared<GateDevice>(mem);
+    auto cache = *Cache::Create({.capacity_bytes = 2 << 20, .writeback_interval_ms = 5});
+    const Bytes data = Pattern(4096, 2);
+    auto f = cache->Open(gate);
+    ASSERT_TRUE(f);
+    ASSERT_TRUE((*f)->Write(0, data));
+    // The drop's own write fails at once; its flush and the flusher's retry are held.
+    gate->Configure(/*fail_writes=*/1, /*hold_writes=*/true, /*hold_flushes=*/true);
+    std::thread dropper([h = std::move(*f)]() mutable { h.reset(); });
+    if (!gate->WaitHeld(BioOp::kFlush, 2s)) {
+      gate->Configure(0, false, false);  // lets everything go
+      dropper.join();
+      continue;
+    }
+    if (!gate->WaitHeld(BioOp::kWrite)) {
+      gate->Configure(0, false, false);
+      dropper.join();
+      FAIL() << "the flusher never retried the re-dirtied page";
+    }
+    gate->ReleaseOne(BioOp::kFlush, Status::Ok());
+    std::this_thread::sleep_for(200ms);  // the dropper reaches CloseSpace and waits in DropAllPages
+    gate->ReleaseOne(BioOp::kWrite, Status::IoError("gate: the retry fails too"));
+    // Later retries go through: on a loaded machine the flusher may retry
+    // again before the dropper has finished, and a held retry would wait
+    // forever. (A page dropped after the failed retry is still caught below:
+    // it is not on the device and the Sync is OK.)
+    gate->Configure(0, false, false);
+    dropper.join();
 
-  auto g = cache->Open(gate, {.initial_size = data.size()});
-  ASSERT_TRUE(g);
-  Status st = (*g)->Sync();
-  Bytes got(data.size());
-  auto fresh = *Cache::Create({.capacity_bytes = 1 << 20});
-  auto r = fresh->Open(mem, {.initial_size = data.size()});
-  ASSERT_TRUE(r);
-  ASSERT_TRUE((*r)->Read(0, got));
-  const bool on_device = got == data;
-  EXPECT_TRUE(on_device || !st.ok()) << "the written page is not on the device and the next handle's Sync "
-                                        "returned OK: data lost silently";
+    auto g = cache->Open(gate, {.initial_size = data.size()});
+    ASSERT_TRUE(g);
+    Status st = (*g)->Sync();
+    Bytes got(data.size());
+    auto fresh = *Cache::Create({.capacity_bytes = 1 << 20});
+    auto r = fresh->Open(mem, {.initial_size = data.size()});
+    ASSERT_TRUE(r);
+    ASSERT_TRUE((*r)->Read(0, got));
+    const bool on_device = got == data;
+    EXPECT_TRUE(on_device || !st.ok()) << "the written page is not on the device and the next handle's Sync "
+                                          "returned OK: data lost silently";
+    return;
+  }
 }
 
 // ---------------------------------------------------------------------------
