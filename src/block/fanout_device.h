@@ -139,8 +139,9 @@ class FanoutDevice : public BlockDevice {
   // Sends a flush to every leg not missing; the bio completes when all
   // have (the first leg error fails it). A flush that succeeded lets the
   // bitmap clear regions whose writes ended before it, and completes once
-  // that clear is written (its error fails the flush) and any leg gone
-  // missing is recorded on the others (that record's error fails it too).
+  // that clear is written (its error fails the flush). If a leg is
+  // missing, the clear waits until it is recorded on the others (a failed
+  // record fails the flush and clears nothing).
   void FlushAll(BioPtr flush) {
     const uint64_t epoch = intent_->FlushStarted();
     auto join = BioJoin::Start(std::move(flush), [this, epoch](BioPtr p, Status st) {
@@ -148,13 +149,19 @@ class FanoutDevice : public BlockDevice {
         st = Status::IoError(fmt::format("{}: every leg is behind (each failed a write)", info_.name));
       if (!st.ok()) return Bio::Complete(std::move(p), std::move(st));
       auto holder = std::make_shared<BioPtr>(std::move(p));
-      intent_->FlushDone(epoch, [this, holder](Status cst) {
-        if (!cst.ok() || !members_->any_missing()) return Bio::Complete(std::move(*holder), std::move(cst));
-        members_->AfterRecorded([holder, name = info_.name](Status bump) {
-          Bio::Complete(std::move(*holder),
-                        bump.WithContext(fmt::format("{}: a leg is behind, and recording it on the other legs failed",
-                                                     name)));
-        });
+      auto clear = [this, holder, epoch] {
+        intent_->FlushDone(epoch, [holder](Status cst) { Bio::Complete(std::move(*holder), std::move(cst)); });
+      };
+      if (!members_->any_missing()) return clear();
+      // A region written while a leg was missing has its bit only on the
+      // other legs; clearing it before the medium names that leg faulty
+      // would let a crash leave the legs disagreeing with no bit set. So
+      // the clear waits for the record, and never happens if it failed.
+      members_->AfterRecorded([holder, clear, name = info_.name](Status bump) {
+        if (bump.ok()) return clear();
+        Bio::Complete(std::move(*holder),
+                      bump.WithContext(fmt::format("{}: a leg is behind, and recording it on the other legs failed",
+                                                   name)));
       });
     });
     for (size_t i = 0; i < legs_.size(); i++)
