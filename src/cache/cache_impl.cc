@@ -164,11 +164,23 @@ namespace {
 // kept. Once the flusher has written its pages, this finishes that Close:
 // a flush, then the size record (ordered mode, as in Sync). A failure goes
 // into the errseq for the next handle, and the space stays.
+//
+// The space was picked without its invalidate lock, and a handle may have
+// opened it since: an extension then left holes (never written; their
+// blocks may hold bytes of a file truncated long ago) or pages not yet
+// written below the size. So the size is sampled under the lock only when
+// the space is still as picked: no handle, no exposed hole, nothing dirty
+// or in flight. Otherwise this pass leaves it (the handle's Sync or Close,
+// or a later pass, writes the record). Once sampled, later extensions are
+// above the sample, and a truncate lowers it (NoteTruncate).
 void PersistSizeOfClosedSpace(AddressSpace& as) {
   const uint64_t errors = as.writeback_error_count();
   uint64_t ticket;
   {
     std::shared_lock il(as.invalidate_lock());
+    if (as.open_handles().load() != 0 || as.holes_exposed().load() || as.dirty_count() != 0 ||
+        !as.NothingInFlight())
+      return;
     ticket = as.size_record().BeginSync(as.size());
   }
   if (Status flush = FlushSync(as.device()); !flush.ok()) as.RecordWritebackError(flush);

@@ -144,7 +144,14 @@ Status FileHandle::ReportErrors() {
                          err);
 }
 
-Status FileHandle::WriteBackAll() {
+Status FileHandle::SizeUnrecorded() const {
+  return Status::IoError(fmt::format(
+      "sync of '{}': the file size was not recorded on the medium because a write failed during the sync; "
+      "sync again",
+      as_->device().Info().name));
+}
+
+Status FileHandle::WriteBackAll(bool* size_unrecorded) {
   uint64_t ticket;
   const uint64_t errors = as_->writeback_error_count();
   {
@@ -167,7 +174,7 @@ Status FileHandle::WriteBackAll() {
   // the durable size is at stake, so every handle hears of it once, and the
   // next Sync (of any handle) writes the record again.
   const bool data_ok = as_->writeback_error_count() == errors;
-  if (Status rec = as_->size_record().FinishSync(as_->device(), ticket, data_ok); !rec.ok())
+  if (Status rec = as_->size_record().FinishSync(as_->device(), ticket, data_ok, size_unrecorded); !rec.ok())
     as_->RecordWritebackError(rec);
   return Status::Ok();
 }
@@ -175,8 +182,10 @@ Status FileHandle::WriteBackAll() {
 Status FileHandle::Sync() {
   OpGuard guard(*this);
   SC_RETURN_IF_ERROR(CheckOpen("sync"));
-  Status st = WriteBackAll();
+  bool unrecorded = false;
+  Status st = WriteBackAll(&unrecorded);
   st.Update(ReportErrors());
+  if (unrecorded) st.Update(SizeUnrecorded());
   return st;
 }
 
@@ -223,8 +232,10 @@ Status FileHandle::Close() {
   if (closing_.exchange(true))
     return Status::Closed(fmt::format("close of an already closed file ({})", as_->device().Info().name));
   DrainOps();  // operations already running finish first; Sync covers them
-  Status st = WriteBackAll();
+  bool unrecorded = false;
+  Status st = WriteBackAll(&unrecorded);
   st.Update(ReportErrors());
+  if (unrecorded) st.Update(SizeUnrecorded());
   closed_.store(true, std::memory_order_release);
   // When the Sync failed, the space keeps its dirty pages (and its error)
   // for the flusher to retry and for the next handle to hear of.

@@ -49,8 +49,12 @@ class FileHandle final : public File {
   // Sync without reporting: holes, dirty pages, then a flush, then the size
   // record if the size changed (cache/size_record.h); a failed flush or
   // record write goes into the errseq. Fails only when the holes could not
-  // be dirtied.
-  Status WriteBackAll();
+  // be dirtied. `*size_unrecorded`: a write failed meanwhile, so the size
+  // was not recorded (the caller fails even if the errseq says nothing new
+  // to this handle: see SizeUnrecorded).
+  Status WriteBackAll(bool* size_unrecorded = nullptr);
+  // The error of a Sync or Close that left its size off the medium.
+  Status SizeUnrecorded() const;
 
   std::shared_ptr<CacheImpl> cache_;
   std::shared_ptr<AddressSpace> as_;

@@ -182,7 +182,8 @@ void SizeRecord::NoteTruncate(uint64_t new_size) {
   for (auto& [t, s] : safe_size_) s = std::min(s, new_size);
 }
 
-Status SizeRecord::FinishSync(BlockDevice& dev, uint64_t ticket, bool data_ok) {
+Status SizeRecord::FinishSync(BlockDevice& dev, uint64_t ticket, bool data_ok, bool* unrecorded) {
+  if (unrecorded) *unrecorded = false;
   std::lock_guard lk(mu_);
   auto it = safe_size_.find(ticket);
   if (it == safe_size_.end()) return Status::Ok();
@@ -190,7 +191,11 @@ Status SizeRecord::FinishSync(BlockDevice& dev, uint64_t ticket, bool data_ok) {
   safe_size_.erase(it);
   // A Sync that started later has written a record (or found the medium
   // holding its size): that covers this one, whose size may be older.
-  if (!data_ok || ticket < written_ticket_) return Status::Ok();
+  if (ticket < written_ticket_) return Status::Ok();
+  if (!data_ok) {
+    if (unrecorded) *unrecorded = size != durable_size_.load();
+    return Status::Ok();
+  }
   if (size == durable_size_.load()) {
     written_ticket_ = ticket;
     return Status::Ok();

@@ -102,8 +102,13 @@ class SizeRecord {
   // The Sync with `ticket` has written back and flushed. When `data_ok`
   // (none of its data failed) and its safe size differs from the durable
   // size, writes the next generation to `dev` and flushes. Returns the
-  // record write's error; ends the ticket either way.
-  [[nodiscard]] Status FinishSync(BlockDevice& dev, uint64_t ticket, bool data_ok);
+  // record write's error; ends the ticket either way. `*unrecorded` (if
+  // given) tells whether the Sync leaves its size off the medium although
+  // it differs from the durable one and no later Sync covered it (data_ok
+  // was false): that Sync must not report success, even when the error
+  // that made data_ok false was reported elsewhere (errseq reports an error
+  // once per handle, and another call on the same handle may take it).
+  [[nodiscard]] Status FinishSync(BlockDevice& dev, uint64_t ticket, bool data_ok, bool* unrecorded = nullptr);
 
  private:
   mutable std::mutex mu_;
