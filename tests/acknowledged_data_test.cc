@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -494,7 +496,21 @@ TEST(PageIndex, LookupsRacingRecycledDescriptorsKeepEveryReference) {
         reads++;
       }
     });
+  // A reader spinning on a poisoned slot never returns: fail in seconds,
+  // not at CTest's timeout. (An evictor claiming a fresh, not yet indexed
+  // page left a detached page in the index; 1 run in 3 hung here.)
+  std::atomic<bool> joined{false};
+  std::thread watchdog([&] {
+    for (auto until = std::chrono::steady_clock::now() + 30s; !joined && std::chrono::steady_clock::now() < until;)
+      std::this_thread::sleep_for(10ms);
+    if (!joined) {
+      std::fprintf(stderr, "readers still running 30 s after their 0.7 s: a lookup spins on its slot\n");
+      std::abort();
+    }
+  });
   for (auto& t : threads) t.join();
+  joined = true;
+  watchdog.join();
   EXPECT_EQ(wrong.load(), 0u) << "of " << reads.load() << " reads";
   EXPECT_GT(cache->Stats().evictions, 100u);
   ASSERT_TRUE(file->Close().ok());

@@ -1,5 +1,6 @@
 #include "cache/address_space.h"
 
+#include <cassert>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -84,20 +85,34 @@ bool AddressSpace::ReplacePage(Page* old_page, Page* copy) {
 }
 
 void AddressSpace::DetachLocked(Page* p) {
-  if (index_.RemoveIf(p->Index(), p, [] { return true; })) {
+  if (index_.Remove(p->Index(), p)) {
     p->SetFlags(Page::kDetached);
     pool_.Put(p);
   }
 }
 
+// The scanner found `p` without a reference, so its descriptor may have
+// been freed and handed out again since: it may be a fresh page its creator
+// has not indexed yet. Claiming it then (setting Detached|Locked on a page
+// that is not in the slot) poisoned it for good: the creator indexed a
+// detached page that every lookup spun on, and its own "+Locked" carried
+// into Uptodate. So the evictor first takes a reference through the index,
+// which proves the page is indexed here and keeps it from being recycled,
+// and claims it only if the index's reference and its own are the only
+// ones. A claimed page holds Locked, so no other remover (they all hold the
+// page lock) can take it out of the slot first.
 bool AddressSpace::TryEvict(Page* p) {
-  bool removed = index_.RemoveIf(p->Index(), p, [p] {
-    uint64_t w = p->Load();
-    constexpr uint64_t kBusy = Page::kLocked | Page::kDirty | Page::kWriteback | Page::kDetached;
-    if ((w & kBusy) || Page::Refs(w) != 1 || Page::Pins(w) != 0) return false;
-    return p->word.compare_exchange_strong(w, w | Page::kDetached | Page::kLocked);
-  });
-  if (removed) pool_.Put(p);
+  const uint64_t idx = p->Index();
+  PageRef held = FindGet(idx);
+  if (held.get() != p) return false;
+  uint64_t w = p->Load();
+  constexpr uint64_t kBusy = Page::kLocked | Page::kDirty | Page::kWriteback | Page::kDetached;
+  if ((w & kBusy) || Page::Refs(w) != 2 || Page::Pins(w) != 0) return false;
+  if (!p->word.compare_exchange_strong(w, w | Page::kDetached | Page::kLocked, std::memory_order_acq_rel))
+    return false;
+  const bool removed = index_.Remove(idx, p);
+  assert(removed && "a claimed page leaves the slot only through its claimer");
+  if (removed) pool_.Put(p);  // the index's reference; `held` drops ours
   return removed;
 }
 

@@ -40,8 +40,8 @@ class Page {
   uint32_t frame = 0;                       // fixed: descriptor i owns frame i
   std::atomic<AddressSpace*> owner{nullptr};  // set while in an index
   // Page number in the file. Like owner, the CLOCK scanner reads it without
-  // a reference while the descriptor may be freed and reused (its RemoveIf
-  // then finds another page in the slot), so it is atomic; relaxed suffices
+  // a reference while the descriptor may be freed and reused (TryEvict then
+  // finds another page, or none, in the slot), so it is atomic; relaxed suffices
   // because the index insert publishes it.
   std::atomic<uint64_t> index{0};
 

@@ -65,10 +65,9 @@ bool PageIndex::Replace(uint64_t index, Page* old_page, Page* new_page) {
   return slot->compare_exchange_strong(old_page, new_page, std::memory_order_acq_rel);
 }
 
-bool PageIndex::RemoveIf(uint64_t index, Page* p, const std::function<bool()>& precondition) {
+bool PageIndex::Remove(uint64_t index, Page* p) {
   std::atomic<Page*>* slot = SlotFor(index, false);
-  if (slot == nullptr || slot->load(std::memory_order_acquire) != p) return false;
-  if (!precondition()) return false;
+  if (slot == nullptr) return false;
   Page* expected = p;
   if (!slot->compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel)) return false;
   count_.fetch_sub(1, std::memory_order_relaxed);

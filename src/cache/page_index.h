@@ -13,7 +13,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <vector>
 
@@ -39,9 +38,12 @@ class PageIndex {
   // had on old_page, for the caller to drop; new_page's comes from the
   // caller. Returns false if old_page is not there.
   bool Replace(uint64_t index, Page* old_page, Page* new_page);
-  // Removes `p` if it is still at `index` and `precondition` (run first)
-  // returns true. The caller inherits the index's reference.
-  bool RemoveIf(uint64_t index, Page* p, const std::function<bool()>& precondition);
+  // Removes `p` if it is still at `index`. The caller inherits the index's
+  // reference. Whoever decides to remove a page must own it first (its lock)
+  // and must not change the page before Remove succeeds: a check on a page
+  // that is not (or no longer) in the slot is a check on a recycled
+  // descriptor.
+  bool Remove(uint64_t index, Page* p);
   // The page numbers present at or above `from`, sorted.
   std::vector<uint64_t> IndicesFrom(uint64_t from) const;
   size_t Size() const { return count_.load(std::memory_order_relaxed); }

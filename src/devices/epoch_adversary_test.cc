@@ -181,8 +181,9 @@ TEST(EpochAdversary, InspectingADirtyParitySetWithAFaultyLegNeverReconstructsFro
   for (uint64_t blk = 0; blk < 16; blk++) {
     Bytes got(4096);
     Status st = ReadSync(**p, blk * 4096, got.data(), 4096);
-    if (st.ok())
+    if (st.ok()) {
       EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin() + blk * 4096)) << "block " << blk << " wrong bytes";
+    }
   }
 }
 
