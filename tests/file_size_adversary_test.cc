@@ -180,6 +180,9 @@ TEST(FileSizeAdversary, TheFlusherNeverRecordsASizeOverHolesOfAReopenedFile) {
     blocker.top->AddRule(record_fails);
     ASSERT_FALSE(f->Close().ok());
   }
+  // Let the flusher retry the victim's record (still failing) a few times:
+  // CI under ASan hit that by chance; now every run takes that path.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   blocker.gate->Hold(true);
   ASSERT_TRUE(blocker.gate->WaitHeld()) << "the flusher never retried the blocker's size";
   // The victim was picked in the same pass. Heal it, reopen, extend.
@@ -201,7 +204,12 @@ TEST(FileSizeAdversary, TheFlusherNeverRecordsASizeOverHolesOfAReopenedFile) {
                                       << " bytes holds data truncated away before it was extended";
   }
   blocker.top->ClearRules();
-  ASSERT_TRUE(h->Close().ok());
+  // A flusher pass before the Hold may have retried the victim's record
+  // while its rule still failed it. That background error is reported once,
+  // to this handle (errseq: an open after an unseen error sees it), so Close
+  // may return it; either way Close records the size it covers.
+  Status closed = h->Close();
+  EXPECT_EQ(MediumSize(*victim.mem), 3 * 4096u) << closed.ToString();
 }
 
 // ---------------------------------------------------------------------------
