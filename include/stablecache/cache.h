@@ -73,7 +73,17 @@ struct FileOptions {
   uint64_t initial_size = 0;
   // Overrides CacheOptions::policy for this file when set.
   std::optional<StablePolicy> policy;
+  // The file can be mapped (File::Map). Its pages then live in a memfd of
+  // their own, page n at offset n * 4096, so a mapping reaches them with no
+  // copy. One frame per page means a page cannot fork: under kFork (and
+  // kAuto on a stack that needs stable pages) writeback writes a copy of
+  // each page instead, as kBounce does, and nobody waits. Every open of one
+  // device in a cache must agree (kInvalidArgument otherwise).
+  bool mappable = false;
 };
+
+class Mapping;
+enum class MapAccess : uint8_t { kRead, kReadWrite };
 
 enum SyncRangeFlags : unsigned {
   kSyncWaitBefore = 1,  // wait for writeback already under way in the range
@@ -142,6 +152,11 @@ class File {
   // every redundant layer (BlockDevice::ScrubRange) while it is locked.
   // REQUIRES: offset and size multiples of 4096.
   virtual Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub = nullptr) = 0;
+  // mmap(MAP_SHARED) of [offset, offset + length): see stablecache/mapping.h.
+  // REQUIRES: the file was opened with FileOptions::mappable. `offset` is a
+  // multiple of 4096; the range may pass EOF (accesses there get SIGBUS)
+  // but not the file limit of the device.
+  [[nodiscard]] virtual Result<std::unique_ptr<Mapping>> Map(uint64_t offset, size_t length, MapAccess access) = 0;
 };
 
 }  // namespace stablecache

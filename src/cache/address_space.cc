@@ -10,7 +10,7 @@
 namespace stablecache {
 
 AddressSpace::AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, const SizeRecordState& record,
-                           StablePolicy policy)
+                           StablePolicy policy, std::unique_ptr<FileStore> store)
     : cache_(cache),
       pool_(cache.pool()),
       dev_(std::move(dev)),
@@ -18,7 +18,8 @@ AddressSpace::AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, c
       device_pages_(FileLimit(dev_->Info().size_bytes) >> 12),
       size_(record.size),
       size_record_(record),
-      index_(cache.pool(), device_pages_) {
+      index_(cache.pool(), device_pages_),
+      store_(std::move(store)) {
   size_t words = (device_pages_ + 63) / 64;
   valid_bits_ = std::make_unique<std::atomic<uint64_t>[]>(words);
   for (size_t i = 0; i < words; i++) valid_bits_[i].store(0, std::memory_order_relaxed);
@@ -36,6 +37,21 @@ AddressSpace::~AddressSpace() { DropAllPages(); }
 // and a store would erase it (ABA).
 void AddressSpace::PrepareNewPage(Page* p) {
   p->word.fetch_add(Page::kLocked + Page::kRefOne, std::memory_order_acq_rel);
+}
+
+bool AddressSpace::Insert(uint64_t idx, Page* p) {
+  if (!store_) return index_.Insert(idx, p);
+  p->data = store_->Page(idx);
+  std::lock_guard lk(store_mu_);  // after the punch of a page evicted from idx
+  return index_.Insert(idx, p);
+}
+
+bool AddressSpace::RemoveAndPunch(uint64_t idx, Page* p) {
+  if (!store_) return index_.Remove(idx, p);
+  std::lock_guard lk(store_mu_);
+  if (!index_.Remove(idx, p)) return false;
+  store_->Punch(idx);
+  return true;
 }
 
 // Undoes PrepareNewPage for a page that never made it into the index.
@@ -56,7 +72,7 @@ Result<PageRef> AddressSpace::FindOrCreate(uint64_t idx, bool* created) {
     p->owner.store(this, std::memory_order_relaxed);
     p->SetIndex(idx);
     PrepareNewPage(p);
-    if (index_.Insert(idx, p)) {
+    if (Insert(idx, p)) {
       *created = true;
       return pool_.Adopt(p);
     }
@@ -70,7 +86,7 @@ PageRef AddressSpace::TryCreate(uint64_t idx) {
   p->owner.store(this, std::memory_order_relaxed);
   p->SetIndex(idx);
   PrepareNewPage(p);
-  if (index_.Insert(idx, p)) return pool_.Adopt(p);
+  if (Insert(idx, p)) return pool_.Adopt(p);
   AbandonNewPage(p);
   return {};
 }
@@ -85,7 +101,7 @@ bool AddressSpace::ReplacePage(Page* old_page, Page* copy) {
 }
 
 void AddressSpace::DetachLocked(Page* p) {
-  if (index_.Remove(p->Index(), p)) {
+  if (RemoveAndPunch(p->Index(), p)) {
     p->SetFlags(Page::kDetached);
     pool_.Put(p);
   }
@@ -110,11 +126,30 @@ bool AddressSpace::TryEvict(Page* p) {
   if ((w & kBusy) || Page::Refs(w) != 2 || Page::Pins(w) != 0) return false;
   if (!p->word.compare_exchange_strong(w, w | Page::kDetached | Page::kLocked, std::memory_order_acq_rel))
     return false;
-  const bool removed = index_.Remove(idx, p);
+  const bool removed = RemoveAndPunch(idx, p);
   assert(removed && "a claimed page leaves the slot only through its claimer");
   if (removed) pool_.Put(p);  // the index's reference; `held` drops ours
   return removed;
 }
+
+// ---------------------------------------------------------------- views
+
+void AddressSpace::AddView(MappedView* v) {
+  std::lock_guard lk(views_mu_);
+  views_.push_back(v);
+}
+
+void AddressSpace::RemoveView(MappedView* v) {
+  std::lock_guard lk(views_mu_);
+  std::erase(views_, v);
+}
+
+void AddressSpace::WriteProtectViews(uint64_t idx) {
+  std::lock_guard lk(views_mu_);
+  for (MappedView* v : views_) v->WriteProtect(idx);
+}
+
+Status AddressSpace::ResizeStore(uint64_t size_bytes) { return store_ ? store_->Resize(size_bytes) : Status::Ok(); }
 
 // ---------------------------------------------------------------- filling
 
@@ -124,6 +159,14 @@ Status AddressSpace::FillLocked(std::span<Page* const> run, uint64_t first) {
   size_t i = 0;
   while (i < run.size()) {
     uint64_t idx = first + i;
+    if (store_ && idx >= store_->pages()) {
+      // Past the memfd's end: touching it would raise SIGBUS here. Only a
+      // page past EOF can be there, and no caller fills one.
+      run[i]->SetFlags(Page::kError);
+      result.Update(Status::OutOfRange(fmt::format("page {} is past the end of the file's page store", idx)));
+      i++;
+      continue;
+    }
     if (IsHole(idx) || (idx << 12) >= size) {
       std::memset(pool_.Data(run[i]), 0, kFrameSize);
       run[i]->SetFlags(Page::kUptodate);

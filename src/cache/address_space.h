@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "cache/errseq.h"
+#include "cache/file_store.h"
+#include "cache/mapped_view.h"
 #include "cache/page_index.h"
 #include "cache/page_pool.h"
 #include "cache/size_record.h"
@@ -34,11 +36,14 @@ class CacheImpl;
 class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
  public:
   // `record`: what OpenSizeRecord found (or formatted) on the device.
+  // `store`: the memfd that holds a mappable file's pages, or null for a
+  // plain file (pages in arena frames).
   AddressSpace(CacheImpl& cache, std::shared_ptr<BlockDevice> dev, const SizeRecordState& record,
-               StablePolicy policy);
+               StablePolicy policy, std::unique_ptr<FileStore> store = nullptr);
   ~AddressSpace();
 
   BlockDevice& device() { return *dev_; }
+  const std::shared_ptr<BlockDevice>& device_ptr() const { return dev_; }
   CacheImpl& cache() { return cache_; }
   PagePool& pool() { return pool_; }
   StablePolicy policy() const { return policy_; }
@@ -71,6 +76,25 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   // A page fresh from the pool: locked, with the index's reference added.
   void PrepareNewPage(Page* p);
   void AbandonNewPage(Page* p);
+
+  // ---- mappable files (cache/file_store.h, mapping/) ----
+  // Page idx of a mappable file lives at a fixed offset of its memfd: there
+  // is one frame per page number, so a page cannot fork. Writeback of a
+  // file that needs stable pages copies the page instead (a bounce), and a
+  // store through a mapping never waits for the device, except under kWait.
+  bool mappable() const { return store_ != nullptr; }
+  FileStore* store() const { return store_.get(); }
+  // The write-back I/O gets a private copy of the page (policy bounce, or
+  // fork on a mappable file).
+  bool BouncesWriteback() const {
+    return policy_ == StablePolicy::kBounce || (store_ && policy_ == StablePolicy::kFork);
+  }
+  void AddView(MappedView* v);
+  void RemoveView(MappedView* v);
+  // page_mkclean for page idx in every view. REQUIRES: the page locked.
+  void WriteProtectViews(uint64_t idx);
+  // Sizes the store before the file grows past it / after it shrank.
+  Status ResizeStore(uint64_t size_bytes);
 
   // ---- filling pages ----
   // Makes `run` (consecutive, locked, !Uptodate pages starting at first)
@@ -131,6 +155,10 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   void DropAllPages() { DropPagesFrom(0); }
 
  private:
+  // Index changes of a mappable file go with its memfd (store_mu_).
+  bool Insert(uint64_t idx, Page* p);
+  bool RemoveAndPunch(uint64_t idx, Page* p);
+
   CacheImpl& cache_;
   PagePool& pool_;
   std::shared_ptr<BlockDevice> dev_;
@@ -155,6 +183,14 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   std::atomic<uint64_t> writeback_errors_{0};
   mutable std::mutex err_mu_;
   Status last_error_;  // GUARDED_BY(err_mu_)
+
+  // Mappable files: a page number has one frame, so a page leaves the index
+  // and its memfd hole is punched under store_mu_, and a new page for that
+  // number is indexed under it too (never before the old one's punch).
+  std::unique_ptr<FileStore> store_;
+  std::mutex store_mu_;
+  std::mutex views_mu_;
+  std::vector<MappedView*> views_;  // GUARDED_BY(views_mu_)
 
   std::atomic<uint64_t> ra_last_{UINT64_MAX};
   std::atomic<uint32_t> ra_window_{0};

@@ -98,16 +98,26 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
       as = it->second;
       if (fo.initial_size != 0 && fo.initial_size != as->size())
         return Err(SizeConflict(*device, as->size(), fo.initial_size));
+      if (fo.mappable != as->mappable())
+        return Err(Status::InvalidArgument(fmt::format(
+            "device '{}' is open in this cache {} FileOptions::mappable; this open asks {} it", info.name,
+            as->mappable() ? "with" : "without", fo.mappable ? "for" : "not for")));
       as->open_handles().fetch_add(1);
       return std::unique_ptr<File>(new FileHandle(shared_from_this(), as));
     }
   }
   auto record = OpenSizeRecord(*device, fo.initial_size);
   if (!record) return Err(record.error());
+  std::unique_ptr<FileStore> store;
+  if (fo.mappable) {
+    auto s = FileStore::Create(info.name, FileLimit(info.size_bytes) >> 12, record->size);
+    if (!s) return Err(s.error());
+    store = std::move(*s);
+  }
   {
     std::lock_guard lk(spaces_mu_);
     device->RegisterMemory(pool_->arena().Region());
-    as = std::make_shared<AddressSpace>(*this, device, *record, policy);
+    as = std::make_shared<AddressSpace>(*this, device, *record, policy, std::move(store));
     spaces_.emplace(device.get(), as);
     as->open_handles().fetch_add(1);
   }

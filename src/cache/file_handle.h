@@ -25,6 +25,8 @@ class FileHandle final : public File {
   Status Close() override;
   StablePolicy EffectivePolicy() const override { return as_->policy(); }
   Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub) override;
+  // Defined in mapping/file_map.cc.
+  Result<std::unique_ptr<Mapping>> Map(uint64_t offset, size_t length, MapAccess access) override;
 
  private:
   // Every operation holds an OpGuard while it runs; Close (and the

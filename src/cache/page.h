@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace stablecache {
@@ -44,6 +45,11 @@ class Page {
   // finds another page, or none, in the slot), so it is atomic; relaxed suffices
   // because the index insert publishes it.
   std::atomic<uint64_t> index{0};
+  // Where the bytes are when not in arena frame `frame`: a mappable file's
+  // page lives at its own offset of the file's memfd (cache/file_store.h).
+  // Set before the page is indexed, by its creator; read only with a
+  // reference.
+  std::byte* data = nullptr;
 
   uint64_t Index() const { return index.load(std::memory_order_relaxed); }
   void SetIndex(uint64_t i) { index.store(i, std::memory_order_relaxed); }

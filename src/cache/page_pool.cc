@@ -39,6 +39,7 @@ Page* PagePool::TryAllocPage() {
   Page* p = &pages_[f];
   p->owner.store(nullptr, std::memory_order_relaxed);
   p->SetIndex(0);
+  p->data = nullptr;
   p->word.store(Page::kRefOne, std::memory_order_release);
   return p;
 }

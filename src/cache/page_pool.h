@@ -34,7 +34,7 @@ class PagePool {
   uint32_t TryAllocIoFrame();
   void FreeIoFrame(uint32_t frame);
 
-  std::byte* Data(const Page* p) const { return arena_->Data(p->frame); }
+  std::byte* Data(const Page* p) const { return p->data != nullptr ? p->data : arena_->Data(p->frame); }
   std::byte* FrameData(uint32_t f) const { return arena_->Data(f); }
   Page* Descriptor(uint32_t frame) { return &pages_[frame]; }
   FrameArena& arena() { return *arena_; }

@@ -77,6 +77,8 @@ PageRef StableWritePrepare(AddressSpace& as, PageRef p, bool full) {
     case StablePolicy::kAuto:  // resolved at open; never seen here
       return p;
     case StablePolicy::kFork:
+      // A mappable file's writeback wrote a copy: the page is free to change.
+      if (as.BouncesWriteback()) return p;
       if (Page::Pins(w) == 0) {
         if (PageRef copy = ForkPage(as, p.get(), full)) {
           p->Unlock();
@@ -126,6 +128,7 @@ Status ExtendLocked(AddressSpace& as, uint64_t new_size) {
     SC_RETURN_IF_ERROR(WritePagesLocked(as, old, {kZeros, kFrameSize - (old & (kFrameSize - 1))}));
   }
   if (((new_size + kFrameSize - 1) >> 12) > as.EofPages()) as.MarkHolesExposed();
+  SC_RETURN_IF_ERROR(as.ResizeStore(new_size));  // a mappable file's memfd first
   as.set_size(new_size);
   return Status::Ok();
 }
@@ -180,6 +183,11 @@ Status TruncateLocked(AddressSpace& as, uint64_t new_size) {
   //    still under I/O there land before the hole does.
   const uint64_t first = as.EofPages();
   as.DropPagesFrom(first);
+  // A mappable file's memfd shrinks once its pages are gone: mapped
+  // accesses past the new end now get SIGBUS, as on Linux. Shrinking
+  // cannot fail on a memfd; if it did, accesses there still fault to the
+  // mapping's handler, which finds them past EOF.
+  (void)as.ResizeStore(new_size);
   // 3. Their device blocks are no longer file data.
   as.MarkHoles(first, std::max(old_pages, first));
   return Status::Ok();

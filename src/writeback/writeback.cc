@@ -116,8 +116,12 @@ size_t WritebackRange(AddressSpace& as, uint64_t first, uint64_t last, Writeback
     // 4. Bounce policy: the I/O gets a private copy. The page stays Dirty
     //    (and locked) while we may sleep for a frame, so a Sync meanwhile
     //    finds it dirty and waits on its lock.
+    // page_mkclean: a mapped page is write-protected in every mapping
+    //    before its bytes are taken, so a later store faults, and its
+    //    page_mkwrite (which needs this page's lock) marks it dirty again.
+    if (as.mappable()) as.WriteProtectViews(idx);
     uint32_t bounce = kNoFrame;
-    if (as.policy() == StablePolicy::kBounce) {
+    if (as.BouncesWriteback()) {
       bounce = pool.TryAllocIoFrame();
       if (bounce == kNoFrame) {
         flush_batch();  // never sleep on the reserve while holding frames of it
