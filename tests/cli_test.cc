@@ -172,9 +172,32 @@ TEST(Cli, EveryProfileOnTheLibraryRunsOrSaysUnsupported) {
   EXPECT_EQ(j["runs"][0]["profile"], "A");
   EXPECT_EQ(j["runs"][0]["verdict"], "clean");  // auto -> fork on this stack
   EXPECT_EQ(j["runs"][0]["effective_policy"], "fork");
-  for (size_t i = 1; i < 6; i++) {
+  for (size_t i = 1; i < 3; i++) {  // B and C: mapped, so fork is a bounce
+    EXPECT_EQ(j["runs"][i]["verdict"], "clean") << j["runs"][i].dump();
+    EXPECT_EQ(j["runs"][i]["effective_policy"], "bounce");
+    EXPECT_GT(j["runs"][i]["ops"].get<uint64_t>(), 0u);
+  }
+  for (size_t i = 3; i < 6; i++) {
     EXPECT_EQ(j["runs"][i]["verdict"], "unsupported") << i;
-    EXPECT_NE(j["runs"][i]["note"].get<std::string>().find("not built yet"), std::string::npos);
+    EXPECT_NE(j["runs"][i]["note"].get<std::string>().find("direct I/O"), std::string::npos);
+  }
+}
+
+// Mapped writers (B) and a mix (C): under none a store lands on a page under
+// writeback and the verify and integrity layers catch it; under auto the
+// writeback writes a copy and nothing is caught.
+TEST(Cli, MappedProfilesCatchNoneAndRunCleanUnderAuto) {
+  nlohmann::json j = RunJson("wac --profile B,C --policy none,auto --duration 1 --threads 8");
+  ASSERT_EQ(j["runs"].size(), 4u);
+  for (const auto& run : j["runs"]) {
+    EXPECT_GT(run["ops"].get<uint64_t>(), 0u) << run.dump();
+    if (run["policy"] == "none") {
+      EXPECT_EQ(run["verdict"], "corrupt") << run.dump();
+      EXPECT_GT(run["violations"]["modified_in_flight"].get<uint64_t>(), 0u) << run.dump();
+    } else {
+      EXPECT_EQ(run["verdict"], "clean") << run.dump();
+      EXPECT_GT(run["bytes_bounced"].get<uint64_t>(), 0u) << run.dump();
+    }
   }
 }
 
@@ -349,7 +372,7 @@ TEST(Cli, BenchRemovesItsLoopMountsOnSigint) {
 }
 
 TEST(Cli, TheTableReportsEveryRun) {
-  CliResult r = RunCli("wac --profile A,B --policy fork --duration 0.3 --threads 4");
+  CliResult r = RunCli("wac --profile A,D --policy fork --duration 0.3 --threads 4");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("verdict"), std::string::npos);
   EXPECT_NE(r.out.find("clean"), std::string::npos);

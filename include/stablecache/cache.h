@@ -75,10 +75,11 @@ struct FileOptions {
   std::optional<StablePolicy> policy;
   // The file can be mapped (File::Map). Its pages then live in a memfd of
   // their own, page n at offset n * 4096, so a mapping reaches them with no
-  // copy. One frame per page means a page cannot fork: under kFork (and
-  // kAuto on a stack that needs stable pages) writeback writes a copy of
-  // each page instead, as kBounce does, and nobody waits. Every open of one
-  // device in a cache must agree (kInvalidArgument otherwise).
+  // copy. One frame per page means a page cannot fork: kFork (and kAuto on
+  // a stack that needs stable pages) becomes kBounce, whose writeback
+  // writes a copy of each page, and nobody waits (EffectivePolicy says
+  // so). Every open of one device in a cache must agree (kInvalidArgument
+  // otherwise).
   bool mappable = false;
 };
 

@@ -79,16 +79,14 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
 
   // ---- mappable files (cache/file_store.h, mapping/) ----
   // Page idx of a mappable file lives at a fixed offset of its memfd: there
-  // is one frame per page number, so a page cannot fork. Writeback of a
-  // file that needs stable pages copies the page instead (a bounce), and a
-  // store through a mapping never waits for the device, except under kWait.
+  // is one frame per page number, so a page cannot fork: Open turns kFork
+  // into kBounce (writeback copies the page), and a store through a
+  // mapping never waits for the device, except under kWait.
   bool mappable() const { return store_ != nullptr; }
   FileStore* store() const { return store_.get(); }
-  // The write-back I/O gets a private copy of the page (policy bounce, or
-  // fork on a mappable file).
-  bool BouncesWriteback() const {
-    return policy_ == StablePolicy::kBounce || (store_ && policy_ == StablePolicy::kFork);
-  }
+  // The write-back I/O gets a private copy of the page. (Open turns fork
+  // into bounce for a mappable file.)
+  bool BouncesWriteback() const { return policy_ == StablePolicy::kBounce; }
   void AddView(MappedView* v);
   void RemoveView(MappedView* v);
   // page_mkclean for page idx in every view. REQUIRES: the page locked.

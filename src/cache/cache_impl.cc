@@ -84,6 +84,9 @@ Result<std::unique_ptr<File>> CacheImpl::Open(std::shared_ptr<BlockDevice> devic
   StablePolicy policy = fo.policy.value_or(opts_.policy);
   if (policy == StablePolicy::kAuto)
     policy = device->StackRequiredStability() > Stability::kUnstable ? StablePolicy::kFork : StablePolicy::kNone;
+  // A mappable file has one frame per page number: no fork. Its writeback
+  // writes a copy of the page instead (stablecache/cache.h, FileOptions).
+  if (fo.mappable && policy == StablePolicy::kFork) policy = StablePolicy::kBounce;
 
   // One Open at a time reads (or formats) a device's size record, outside
   // spaces_mu_ so the flusher and reclaim never wait on that I/O.

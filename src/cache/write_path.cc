@@ -76,9 +76,7 @@ PageRef StableWritePrepare(AddressSpace& as, PageRef p, bool full) {
     case StablePolicy::kBounce:
     case StablePolicy::kAuto:  // resolved at open; never seen here
       return p;
-    case StablePolicy::kFork:
-      // A mappable file's writeback wrote a copy: the page is free to change.
-      if (as.BouncesWriteback()) return p;
+    case StablePolicy::kFork:  // never on a mappable file (Open makes it kBounce)
       if (Page::Pins(w) == 0) {
         if (PageRef copy = ForkPage(as, p.get(), full)) {
           p->Unlock();
