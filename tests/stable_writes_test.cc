@@ -13,6 +13,7 @@
 #include "devices/parity_device.h"
 #include "devices/verify_device.h"
 #include "stablecache/cache.h"
+#include "stablecache/mapping.h"
 #include "stablecache/stack.h"
 #include "held_writes.h"
 #include "test_util.h"
@@ -28,14 +29,16 @@ struct DrivenFile {
   std::unique_ptr<File> file;
 };
 
-DrivenFile OpenDriven(StablePolicy policy, std::shared_ptr<BlockDevice> top) {
+DrivenFile OpenDriven(StablePolicy policy, std::shared_ptr<BlockDevice> top, bool mappable = false) {
   CacheOptions co;
   co.capacity_bytes = 1 << 20;
   co.writeback_interval_ms = 600000;
   co.policy = policy;
   DrivenFile d;
   d.cache = *Cache::Create(co);
-  d.file = std::move(*d.cache->Open(std::move(top)));
+  FileOptions fo;
+  fo.mappable = mappable;
+  d.file = std::move(*d.cache->Open(std::move(top), fo));
   return d;
 }
 
@@ -47,7 +50,7 @@ struct Rig {
   std::unique_ptr<File> file;
 };
 
-Rig MakeRig(StablePolicy policy) {
+Rig MakeRig(StablePolicy policy, bool mappable = false) {
   Rig r;
   r.mem = *MemoryDevice::Create({.size_bytes = 4 << 20, .late_copy = true, .manual_release = true});
   r.mem->HoldOnly(0, 0);  // format and tag writes go through; data writes are held
@@ -57,7 +60,7 @@ Rig MakeRig(StablePolicy policy) {
   r.integrity = *IntegrityDevice::Create(r.mem, {});
   r.mem->HoldOnly(r.integrity->LowerOffset(0), UINT64_MAX);
   r.verify = std::make_shared<VerifyDevice>(r.integrity);
-  auto d = OpenDriven(policy, r.verify);
+  auto d = OpenDriven(policy, r.verify, mappable);
   r.cache = std::move(d.cache);
   r.file = std::move(d.file);
   return r;
@@ -114,6 +117,57 @@ TEST_P(StableWrites, AWriterScribblingOnAPageUnderWriteback) {
   ASSERT_TRUE(r.file->Sync().ok());
   ASSERT_TRUE(ReadSync(*r.integrity, 0, raw.data(), 4096).ok());
   EXPECT_EQ(raw, b);
+}
+
+// The same scribble from a mapping (page_mkclean, then page_mkwrite): under
+// none the store lands in the page the device is still copying; under wait
+// it waits for the copy; under bounce, fork and auto (both bounce on a
+// mappable file) it lands at once and the device copies a private copy.
+TEST_P(StableWrites, AMappedStoreToAPageUnderWriteback) {
+  Rig r = MakeRig(GetParam(), /*mappable=*/true);
+  auto a = Pattern(4096, 1), b = Pattern(4096, 2);
+  ASSERT_TRUE(r.file->Write(0, a));
+  auto m = r.file->Map(0, 4096, MapAccess::kReadWrite);
+  ASSERT_TRUE(m) << m.error().ToString();
+  ASSERT_EQ(0, std::memcmp((*m)->data(), a.data(), 4096));
+  ASSERT_TRUE(r.file->SyncRange(0, 4096, kSyncWrite).ok());
+  r.mem->WaitForPendingWrites(1);
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    std::memcpy((*m)->data(), b.data(), 4096);
+    done = true;
+  });
+  const StablePolicy policy = r.file->EffectivePolicy();
+  if (policy == StablePolicy::kWait) {
+    while (r.cache->Stats().stable_waits == 0) std::this_thread::yield();
+    EXPECT_FALSE(done.load()) << "a mapped store landed on a page under writeback";
+  } else {
+    while (!done.load()) std::this_thread::yield();  // never waits for the device
+  }
+  r.mem->ReleaseWrites();
+  writer.join();
+  ASSERT_TRUE(r.file->SyncRange(0, 4096, kSyncWaitBefore).ok());
+  std::vector<std::byte> raw(4096);
+  Status st = ReadSync(*r.integrity, 0, raw.data(), 4096);
+  std::vector<LayerStats> layers;
+  r.verify->CollectStats(layers);
+  if (policy == StablePolicy::kNone) {
+    EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
+    EXPECT_GT(layers.at(0).modified_in_flight, 0u);
+  } else {
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(raw, a);
+    EXPECT_EQ(layers.at(0).modified_in_flight, 0u);
+  }
+  if (policy == StablePolicy::kBounce) {
+    EXPECT_EQ(r.cache->Stats().bytes_bounced, 4096u);
+  }
+  EXPECT_NE(policy, StablePolicy::kFork) << "a mappable file cannot fork";
+  // The store dirtied the page: the next Sync writes it, with good tags.
+  ASSERT_TRUE(r.file->Sync().ok());
+  ASSERT_TRUE(ReadSync(*r.integrity, 0, raw.data(), 4096).ok());
+  EXPECT_EQ(raw, b);
+  ASSERT_TRUE((*m)->Unmap().ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, StableWrites,
