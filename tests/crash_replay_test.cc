@@ -50,6 +50,7 @@
 #include "devices/logwrites_device.h"
 #include "devices/memory_device.h"
 #include "stablecache/cache.h"
+#include "stablecache/mapping.h"
 
 namespace stablecache {
 namespace {
@@ -129,7 +130,9 @@ struct Recording {
 
 class Workload {
  public:
-  Workload(uint64_t seed, StablePolicy policy) : rng_{seed}, policy_(policy) {}
+  // `mapped`: the file is mappable, and a fifth of the steps store into (or
+  // load from) a mapping of it instead.
+  Workload(uint64_t seed, StablePolicy policy, bool mapped = false) : rng_{seed}, policy_(policy), mapped_(mapped) {}
 
   void Run(uint64_t ops, Recording& rec) {
     // The file starts over an initial medium, at a size that is rarely
@@ -160,13 +163,21 @@ class Workload {
     ASSERT_TRUE(cache) << cache.error().ToString();
     std::vector<std::unique_ptr<File>> files;
     for (size_t h = 0; h < kHandles; h++) {
-      auto f = (*cache)->Open(log_, {.initial_size = rec.initial_size});
+      auto f = (*cache)->Open(log_, {.initial_size = rec.initial_size, .mappable = mapped_});
       ASSERT_TRUE(f) << f.error().ToString();
       files.push_back(std::move(*f));
+    }
+    if (mapped_) {
+      auto m = files[0]->Map(0, kMaxFile, MapAccess::kReadWrite);
+      ASSERT_TRUE(m) << m.error().ToString();
+      map_ = std::move(*m);
     }
     for (uint64_t i = 0; i < ops && !::testing::Test::HasFatalFailure(); i++) {
       File& f = *files[rng_.Below(kHandles)];
       Step(f, rec);
+    }
+    if (map_) {
+      EXPECT_TRUE(map_->Unmap().ok());
     }
     for (auto& f : files) EXPECT_TRUE(f->Close().ok());
     CacheStats cs = (*cache)->Stats();
@@ -209,7 +220,24 @@ class Workload {
     }
   }
 
+  // A store through the mapping, inside EOF (past it is SIGBUS), or a load
+  // that checks what the mapping shows.
+  void MappedStep(Recording& rec) {
+    if (size_ == 0) return;
+    const uint64_t off = rng_.Below(size_);
+    const uint64_t len = 1 + rng_.Below(std::min<uint64_t>(3 * 4096, size_ - off));
+    if (rng_.Below(3) == 0) {
+      for (uint64_t i = 0; i < len; i++)
+        ASSERT_EQ(static_cast<uint8_t>(map_->data()[off + i]), content_[off + i]) << "mapped load at " << off + i;
+      return;
+    }
+    uint32_t op = BeginOp(rec, fmt::format("mapped store [{}, {})", off, off + len));
+    for (uint64_t i = 0; i < len; i++) map_->data()[off + i] = std::byte{PatternByte(op, off + i)};
+    Record(rec, off, len, op, false);
+  }
+
   void Step(File& f, Recording& rec) {
+    if (mapped_ && rng_.Below(5) == 0) return MappedStep(rec);
     const uint64_t dice = rng_.Below(100);
     if (dice < 35) {  // sub-page write, often straddling a page boundary
       uint64_t off = rng_.Below(size_ + 1024);
@@ -266,6 +294,8 @@ class Workload {
 
   Rng rng_;
   StablePolicy policy_;
+  bool mapped_;
+  std::unique_ptr<Mapping> map_;
   std::shared_ptr<LogWritesDevice> log_;
   std::vector<uint8_t> content_;
   uint64_t size_ = 0;
@@ -419,9 +449,9 @@ std::string Summary(const Verdict& v) {
   return s;
 }
 
-Recording Record(uint64_t seed, uint64_t ops, StablePolicy policy) {
+Recording Record(uint64_t seed, uint64_t ops, StablePolicy policy, bool mapped = false) {
   Recording rec;
-  Workload(seed, policy).Run(ops, rec);
+  Workload(seed, policy, mapped).Run(ops, rec);
   return rec;
 }
 
@@ -440,9 +470,24 @@ void Add(Verdict& into, const Verdict& v) {
 // Several short workloads (rounds), each from a fresh initial medium, so
 // the start of a file (its partial last page over stale medium bytes) is
 // met often; the crash states are spread over the rounds.
+void RunCrashReplay(StablePolicy policy, bool mapped);
+
 class CrashReplay : public ::testing::TestWithParam<StablePolicy> {};
 
-TEST_P(CrashReplay, AcknowledgedDataSurvivesAndNothingIsInvented_DropReorderTear4K) {
+TEST_P(CrashReplay, AcknowledgedDataSurvivesAndNothingIsInvented_DropReorderTear4K) { RunCrashReplay(GetParam(), false); }
+
+// The same with a fifth of the steps storing through File::Map: mapped
+// stores reach the medium by page_mkwrite, page_mkclean and writeback, and
+// crash like any other write.
+class CrashReplayMapped : public ::testing::TestWithParam<StablePolicy> {};
+
+TEST_P(CrashReplayMapped, MappedStoresSurviveLikeWrites_DropReorderTear4K) { RunCrashReplay(GetParam(), true); }
+
+INSTANTIATE_TEST_SUITE_P(Policies, CrashReplayMapped,
+                         ::testing::Values(StablePolicy::kAuto, StablePolicy::kBounce, StablePolicy::kWait),
+                         [](const auto& p) { return std::string(PolicyName(p.param)); });
+
+void RunCrashReplay(StablePolicy policy, bool mapped) {
   const uint64_t seed = EnvOr("STABLECACHE_CRASH_SEED", 0x5eed);
   const uint64_t ops = EnvOr("STABLECACHE_CRASH_OPS", 200);
   const uint64_t states = EnvOr("STABLECACHE_CRASH_STATES", kDefaultStates);
@@ -452,8 +497,8 @@ TEST_P(CrashReplay, AcknowledgedDataSurvivesAndNothingIsInvented_DropReorderTear
   uint64_t log_entries = 0, syncs = 0, evictions = 0, pages = 0, op_count = 0;
   for (uint64_t round = 0; round < rounds; round++) {
     const uint64_t round_seed = seed + round * 0x1000193;
-    Recording rec = Record(round_seed, ops, GetParam());
-    ASSERT_FALSE(HasFatalFailure()) << "round " << round << " seed " << round_seed;
+    Recording rec = Record(round_seed, ops, policy, mapped);
+    ASSERT_FALSE(::testing::Test::HasFatalFailure()) << "round " << round << " seed " << round_seed;
     Verdict v = ReplayCrashStates(rec, FlushModel::kHonoured, (states + rounds - 1) / rounds, round_seed);
     for (auto& r : v.reports) r = fmt::format("round {} (workload seed {:#x}, initial size {}): {}", round, round_seed, rec.initial_size, r);
     Add(total, v);
@@ -464,9 +509,9 @@ TEST_P(CrashReplay, AcknowledgedDataSurvivesAndNothingIsInvented_DropReorderTear
     op_count += rec.ops;
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("policy %s, seed %#llx: %llu rounds, %llu ops, %llu acknowledged syncs, %llu log entries, %llu pages written, "
+  std::printf("%spolicy %s, seed %#llx: %llu rounds, %llu ops, %llu acknowledged syncs, %llu log entries, %llu pages written, "
               "%llu evictions; replayed %llu crash states (%llu failing) in %lld ms\n",
-              PolicyName(GetParam()), static_cast<unsigned long long>(seed), static_cast<unsigned long long>(rounds),
+              mapped ? "mapped, " : "", PolicyName(policy), static_cast<unsigned long long>(seed), static_cast<unsigned long long>(rounds),
               static_cast<unsigned long long>(op_count), static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(log_entries), static_cast<unsigned long long>(pages),
               static_cast<unsigned long long>(evictions), static_cast<unsigned long long>(total.states),
