@@ -367,6 +367,30 @@ TEST(EvictAdversary, AnEvictorHammeringEveryDescriptorLosesNothing) {
         wrong += buf != Pattern(kPage, static_cast<uint32_t>(50000 + p));
       }
     });
+  // A second handle on a worker's file now and then: lookups, creations
+  // and cache-bypassing reads (which create and detach locked pages) race
+  // the owner's truncates and the evictor. Its bytes are not checked (the
+  // owner writes meanwhile), only that nothing fails or hangs.
+  threads.emplace_back([&] {
+    std::mt19937_64 rng(4242);
+    std::vector<std::byte> buf(2 * kPage);
+    while (!stop) {
+      auto f = cache->Open(devs[rng() % kWorkers], {});
+      if (!f) {
+        errors++;
+        return;
+      }
+      for (int i = 0; i < 50; i++) {
+        const uint64_t idx = rng() % (kFilePages - 2);
+        if (i % 5 == 0) {
+          if (!(*f)->ReadBypassingCache(idx * kPage, buf, nullptr).ok()) errors++;
+        } else if (!(*f)->Read(idx * kPage, buf)) {
+          errors++;
+        }
+      }
+      if (!(*f)->Close().ok()) errors++;
+    }
+  });
   std::thread evictor([&] {
     const uint32_t n = impl->pool().arena().frames();
     while (!stop) {
