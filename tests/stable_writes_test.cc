@@ -66,6 +66,24 @@ Rig MakeRig(StablePolicy policy, bool mappable = false) {
   return r;
 }
 
+// Lets the held write of page 0 complete, waits for the writer thread and
+// the writeback, and reads the medium through the integrity layer, with the
+// layers' counts.
+struct MediumView {
+  Status st;
+  std::vector<std::byte> raw;
+  std::vector<LayerStats> layers;
+};
+MediumView ReleaseAndLook(Rig& r, std::thread& writer) {
+  r.mem->ReleaseWrites();
+  writer.join();
+  MediumView v{Status::Ok(), std::vector<std::byte>(4096), {}};
+  EXPECT_TRUE(r.file->SyncRange(0, 4096, kSyncWaitBefore).ok());
+  v.st = ReadSync(*r.integrity, 0, v.raw.data(), 4096);
+  r.verify->CollectStats(v.layers);
+  return v;
+}
+
 class StableWrites : public ::testing::TestWithParam<StablePolicy> {};
 
 TEST_P(StableWrites, AWriterScribblingOnAPageUnderWriteback) {
@@ -84,14 +102,8 @@ TEST_P(StableWrites, AWriterScribblingOnAPageUnderWriteback) {
   });
   while (!done.load() && r.cache->Stats().stable_waits == 0) std::this_thread::yield();
   // 3. The DMA completes, copying whatever the memory holds now.
-  r.mem->ReleaseWrites();
-  writer.join();
-  ASSERT_TRUE(r.file->SyncRange(0, 4096, kSyncWaitBefore).ok());
   // 4. Look at the medium before a later writeback can cover anything up.
-  std::vector<std::byte> raw(4096);
-  Status st = ReadSync(*r.integrity, 0, raw.data(), 4096);
-  std::vector<LayerStats> layers;
-  r.verify->CollectStats(layers);
+  auto [st, raw, layers] = ReleaseAndLook(r, writer);
   const bool none = r.file->EffectivePolicy() == StablePolicy::kNone;
   if (none) {
     EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
@@ -144,13 +156,7 @@ TEST_P(StableWrites, AMappedStoreToAPageUnderWriteback) {
   } else {
     while (!done.load()) std::this_thread::yield();  // never waits for the device
   }
-  r.mem->ReleaseWrites();
-  writer.join();
-  ASSERT_TRUE(r.file->SyncRange(0, 4096, kSyncWaitBefore).ok());
-  std::vector<std::byte> raw(4096);
-  Status st = ReadSync(*r.integrity, 0, raw.data(), 4096);
-  std::vector<LayerStats> layers;
-  r.verify->CollectStats(layers);
+  auto [st, raw, layers] = ReleaseAndLook(r, writer);
   if (policy == StablePolicy::kNone) {
     EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
     EXPECT_GT(layers.at(0).modified_in_flight, 0u);
