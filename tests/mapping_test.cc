@@ -251,6 +251,61 @@ TEST(Mapping, BadCallsAreClearErrors) {
   EXPECT_EQ(m->Unmap().code(), Code::kClosed);
 }
 
+// Stores racing truncates: each store lands or the storer gets SIGBUS;
+// nothing hangs, the file holds only stored bytes and zeros, and after a
+// Sync the device holds what the cache shows.
+thread_local sigjmp_buf* t_bus_jump = nullptr;
+void OnBusThread(int) { siglongjmp(*t_bus_jump, 1); }
+
+TEST(Mapping, StoresRacingTruncatesLandOrFaultAndTheDeviceMatchesTheCache) {
+  auto cache = NewCache(1 << 20, StablePolicy::kAuto, 5);
+  auto f = std::move(*cache->Open(NewMemory(), Mappable(16 * kPage)));
+  auto m = std::move(*f->Map(0, 16 * kPage, MapAccess::kReadWrite));
+  struct sigaction sa {}, old{};
+  sa.sa_handler = OnBusThread;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &old);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> stores{0}, faults{0};
+  std::thread storer([&] {
+    sigjmp_buf jb;
+    t_bus_jump = &jb;
+    volatile uint64_t i = 0;
+    while (!stop.load()) {
+      if (sigsetjmp(jb, 1) != 0) {
+        faults++;
+        continue;
+      }
+      const uint64_t page = (i * 7) % 16;
+      m->data()[page * kPage + (i % kPage)] = std::byte{0xab};
+      i = i + 1;
+      stores++;
+    }
+  });
+  for (int round = 0; round < 200 || (stores.load() < 5000 && round < 200000); round++) {
+    ASSERT_TRUE(f->Truncate((round % 5) * 3 * kPage + 100).ok());
+    ASSERT_TRUE(f->Truncate(16 * kPage).ok());
+    if (round % 20 == 0) {
+      ASSERT_TRUE(f->Sync().ok());
+    }
+  }
+  stop = true;
+  storer.join();
+  sigaction(SIGBUS, &old, nullptr);
+  EXPECT_GT(stores.load(), 0u);
+  // Only 0 and 0xab can be in the file: no garbage, no stale frame.
+  Bytes all = ReadFile(*f, 0, 16 * kPage);
+  for (size_t i = 0; i < all.size(); i++)
+    ASSERT_TRUE(all[i] == std::byte{0} || all[i] == std::byte{0xab}) << "byte " << i;
+  // What the cache shows, the device holds after a Sync.
+  ASSERT_TRUE(m->Msync(0, 0, MsyncMode::kSync).ok());
+  Bytes dev(16 * kPage);
+  ASSERT_TRUE(f->ReadBypassingCache(0, dev).ok());
+  EXPECT_EQ(dev, all);
+  std::printf("%llu stores, %llu SIGBUS\n", static_cast<unsigned long long>(stores.load()),
+              static_cast<unsigned long long>(faults.load()));
+}
+
 // A mapping keeps the file's pages after the handle that mapped it closes.
 TEST(Mapping, OutlivesTheHandleThatMappedIt) {
   auto cache = NewCache();
