@@ -246,9 +246,13 @@ void MappingImpl::MkWrite(uint64_t page_addr, uint64_t idx) {
   as_->MarkDirty(p.get());
   uffdio_writeprotect wp{};
   wp.range = {page_addr, kPage};
-  wp.mode = 0;  // un-protect, and wake the writer
-  if (UffdIoctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) Wake(page_addr);
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE;  // un-protect
+  (void)UffdIoctl(uffd_, UFFDIO_WRITEPROTECT, &wp);
   p->Unlock();
+  // The writer resumes only once the page is unlocked: a writeback it
+  // starts right after its store (Msync(kAsync) skips locked pages) finds
+  // the page it dirtied.
+  Wake(page_addr);
 }
 
 void MappingImpl::WriteProtect(uint64_t idx) {
