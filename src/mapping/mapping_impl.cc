@@ -273,11 +273,36 @@ void MappingImpl::Wake(uint64_t page_addr) {
 
 void MappingImpl::Poison(uint64_t page_addr) {
   if (poison_) {
-    uffdio_poison p{};
-    p.range = {page_addr, kPage};
-    if (UffdIoctl(uffd_, UFFDIO_POISON, &p) == 0) return;
+    const uint64_t idx = (offset_ + (page_addr - reinterpret_cast<uint64_t>(base_))) >> 12;
+    bool poisoned = false;
+    {
+      std::lock_guard lk(poison_mu_);
+      uffdio_poison p{};
+      p.range = {page_addr, kPage};
+      if (UffdIoctl(uffd_, UFFDIO_POISON, &p) == 0) {
+        poisoned = true;
+        poisoned_.insert(idx);
+        any_poisoned_.store(true, std::memory_order_release);
+      }
+    }
+    // A page indexed before the marker was recorded told nobody.
+    if (poisoned && as_->FindGet(idx)) PageIndexed(idx);
+    if (poisoned) return;
   }
   Wake(page_addr);  // no way to raise SIGBUS: the access retries
+}
+
+// Linux raises SIGBUS for the access that met the read error only; the
+// poison marker would raise it for every later access. Once the cache holds
+// the page again (a Write, a Read, a retried fill), zap the marker: the next
+// access faults and the handler maps (or reads, or poisons) it afresh.
+void MappingImpl::PageIndexed(uint64_t idx) {
+  if (!any_poisoned_.load(std::memory_order_acquire)) return;
+  std::lock_guard lk(poison_mu_);
+  if (poisoned_.erase(idx) == 0) return;
+  any_poisoned_.store(!poisoned_.empty(), std::memory_order_release);
+  const uint64_t first = offset_ >> 12;
+  (void)madvise(base_ + ((idx - first) << 12), kPage, MADV_DONTNEED);
 }
 
 }  // namespace stablecache
