@@ -612,8 +612,8 @@ TEST(MappingAdversary, StoresTruncateAndMsyncTogetherDoNotHang) {
   std::thread syncer([&] {
     while (!stop.load()) (void)m->Msync(0, 0, MsyncMode::kAsync);
   });
-  for (int i = 0; i < 40; i++) {
-    ASSERT_TRUE(f->Truncate((kPages / 2 + i) * kPage).ok());
+  for (int i = 0; i < 40 || stores.load() < 20000; i++) {
+    ASSERT_TRUE(f->Truncate((kPages / 2 + i % 64) * kPage).ok());
     ASSERT_TRUE(f->Truncate(kPages * kPage).ok());
     ASSERT_TRUE(f->SyncRange(0, 0, kSyncWrite).ok());
   }

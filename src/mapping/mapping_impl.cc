@@ -277,13 +277,16 @@ void MappingImpl::Poison(uint64_t page_addr) {
     bool poisoned = false;
     {
       std::lock_guard lk(poison_mu_);
+      // Before the marker: a PageIndexed that runs once the access has its
+      // SIGBUS must take poison_mu_ (and so find idx).
+      any_poisoned_.store(true, std::memory_order_seq_cst);
       uffdio_poison p{};
       p.range = {page_addr, kPage};
       if (UffdIoctl(uffd_, UFFDIO_POISON, &p) == 0) {
         poisoned = true;
         poisoned_.insert(idx);
-        any_poisoned_.store(true, std::memory_order_release);
       }
+      any_poisoned_.store(!poisoned_.empty(), std::memory_order_release);
     }
     // A page indexed before the marker was recorded told nobody.
     if (poisoned && as_->FindGet(idx)) PageIndexed(idx);
