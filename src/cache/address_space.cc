@@ -42,8 +42,13 @@ void AddressSpace::PrepareNewPage(Page* p) {
 bool AddressSpace::Insert(uint64_t idx, Page* p) {
   if (!store_) return index_.Insert(idx, p);
   p->data = store_->Page(idx);
-  std::lock_guard lk(store_mu_);  // after the punch of a page evicted from idx
-  return index_.Insert(idx, p);
+  {
+    std::lock_guard lk(store_mu_);  // after the punch of a page evicted from idx
+    if (!index_.Insert(idx, p)) return false;
+  }
+  std::lock_guard lk(views_mu_);
+  for (MappedView* v : views_) v->PageIndexed(idx);
+  return true;
 }
 
 bool AddressSpace::RemoveAndPunch(uint64_t idx, Page* p) {

@@ -14,6 +14,9 @@ class MappedView {
   // covers it, so that the next store faults (and runs page_mkwrite) before
   // it lands. Returns once no store can land without that fault.
   virtual void WriteProtect(uint64_t idx) = 0;
+  // File page `idx` is in the cache again (its page was just indexed): a
+  // SIGBUS the view raised for it (a read error) must not outlive that.
+  virtual void PageIndexed(uint64_t idx) = 0;
 };
 
 }  // namespace stablecache

@@ -246,9 +246,13 @@ void MappingImpl::MkWrite(uint64_t page_addr, uint64_t idx) {
   as_->MarkDirty(p.get());
   uffdio_writeprotect wp{};
   wp.range = {page_addr, kPage};
-  wp.mode = 0;  // un-protect, and wake the writer
-  if (UffdIoctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) Wake(page_addr);
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE;  // un-protect
+  (void)UffdIoctl(uffd_, UFFDIO_WRITEPROTECT, &wp);
   p->Unlock();
+  // The writer resumes only once the page is unlocked: a writeback it
+  // starts right after its store (Msync(kAsync) skips locked pages) finds
+  // the page it dirtied.
+  Wake(page_addr);
 }
 
 void MappingImpl::WriteProtect(uint64_t idx) {
@@ -269,11 +273,39 @@ void MappingImpl::Wake(uint64_t page_addr) {
 
 void MappingImpl::Poison(uint64_t page_addr) {
   if (poison_) {
-    uffdio_poison p{};
-    p.range = {page_addr, kPage};
-    if (UffdIoctl(uffd_, UFFDIO_POISON, &p) == 0) return;
+    const uint64_t idx = (offset_ + (page_addr - reinterpret_cast<uint64_t>(base_))) >> 12;
+    bool poisoned = false;
+    {
+      std::lock_guard lk(poison_mu_);
+      // Before the marker: a PageIndexed that runs once the access has its
+      // SIGBUS must take poison_mu_ (and so find idx).
+      any_poisoned_.store(true, std::memory_order_seq_cst);
+      uffdio_poison p{};
+      p.range = {page_addr, kPage};
+      if (UffdIoctl(uffd_, UFFDIO_POISON, &p) == 0) {
+        poisoned = true;
+        poisoned_.insert(idx);
+      }
+      any_poisoned_.store(!poisoned_.empty(), std::memory_order_release);
+    }
+    // A page indexed before the marker was recorded told nobody.
+    if (poisoned && as_->FindGet(idx)) PageIndexed(idx);
+    if (poisoned) return;
   }
   Wake(page_addr);  // no way to raise SIGBUS: the access retries
+}
+
+// Linux raises SIGBUS for the access that met the read error only; the
+// poison marker would raise it for every later access. Once the cache holds
+// the page again (a Write, a Read, a retried fill), zap the marker: the next
+// access faults and the handler maps (or reads, or poisons) it afresh.
+void MappingImpl::PageIndexed(uint64_t idx) {
+  if (!any_poisoned_.load(std::memory_order_acquire)) return;
+  std::lock_guard lk(poison_mu_);
+  if (poisoned_.erase(idx) == 0) return;
+  any_poisoned_.store(!poisoned_.empty(), std::memory_order_release);
+  const uint64_t first = offset_ >> 12;
+  (void)madvise(base_ + ((idx - first) << 12), kPage, MADV_DONTNEED);
 }
 
 }  // namespace stablecache

@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "cache/address_space.h"
@@ -39,6 +41,7 @@ class MappingImpl final : public Mapping, public MappedView {
   Status Unmap() override;
 
   void WriteProtect(uint64_t idx) override;
+  void PageIndexed(uint64_t idx) override;
 
  private:
   MappingImpl(std::unique_ptr<File> handle, std::shared_ptr<AddressSpace> as, uint64_t offset, size_t length,
@@ -65,6 +68,11 @@ class MappingImpl final : public Mapping, public MappedView {
   bool registered_view_ = false;
   std::thread handler_;
   bool unmapped_ = false;
+  // Pages Poison raised SIGBUS for (a poison marker stays in the page
+  // table until zapped): cleared when the cache indexes the page again.
+  std::mutex poison_mu_;
+  std::set<uint64_t> poisoned_;  // GUARDED_BY(poison_mu_); file page numbers
+  std::atomic<bool> any_poisoned_{false};
 };
 
 }  // namespace stablecache
