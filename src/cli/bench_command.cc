@@ -148,7 +148,7 @@ int RunBench(const BenchArgs& a) {
                                                           : "a loop device";
   fmt::print("stablecache bench: {} threads, {:g} s per configuration in {} interleaved rounds, stack '{}'.\n"
              "Ratios are ops/s relative to policy none in the same run ('!' marks a corrupt verdict, expected only\n"
-             "for none); the kernel columns are ext4 on {}, stable_writes=1 relative to 0.\n\n",
+             "for none); the kernel columns are ext4 on {},\nstable_writes=1 relative to 0.\n\n",
              a.threads, a.duration, a.rounds, a.stack, loop_desc);
   fmt::print("{:<8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} | {:>12} {:>12} {:>8}\n", "workload", "none ops/s", "none",
              "wait", "bounce", "fork", "auto", "ext4 sw=0", "ext4 sw=1", "sw1/sw0");
