@@ -334,14 +334,42 @@ TEST(Cli, WacStopsCleanlyOnSigterm) { ExpectWacStopsCleanlyOn(SIGTERM); }
 
 bool ProcMountsMention(const std::string& s) { return ReadWhole("/proc/mounts").find(s) != std::string::npos; }
 
+std::string Popen(const std::string& cmd) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  if (!p) return out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
 // bench as root mounts two ext4 filesystems on loop devices over images in
 // TMPDIR: a SIGINT while they are mounted unmounts, detaches and removes all.
+// The loop devices use direct I/O, and the report says which loop mode ran:
+// "direct" exactly when the kernel shows direct I/O on both devices, else
+// "buffered" with a note saying why.
 TEST(Cli, BenchRemovesItsLoopMountsOnSigint) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root for loop devices";
   if (!std::filesystem::exists("/dev/loop-control")) GTEST_SKIP() << "no loop devices";
   if (std::system("command -v losetup >/dev/null && command -v mkfs.ext4 >/dev/null") != 0)
     GTEST_SKIP() << "needs losetup and mkfs.ext4";
   PrivateDir tmp;
+  // Does the kernel give a loop device over a file in tmp direct I/O?
+  bool kernel_allows_dio = false;
+  {
+    const std::string probe = tmp.path() + "/probe.img";
+    { std::ofstream create(probe); }
+    std::filesystem::resize_file(probe, 1 << 20);
+    std::string dev = Popen("losetup --direct-io=on -f --show " + probe + " 2>/dev/null");
+    while (!dev.empty() && dev.back() == '\n') dev.pop_back();
+    if (!dev.empty()) {
+      kernel_allows_dio = ReadWhole("/sys/block/" + std::filesystem::path(dev).filename().string() + "/loop/dio")
+                              .starts_with("1");
+      Popen("losetup -d " + dev);
+    }
+    std::filesystem::remove(probe);
+  }
   testing::TempFile out("cli-out"), err("cli-err");
   pid_t pid = SpawnCli({"bench", "--duration", "60", "--threads", "2", "--rounds", "1", "--json"}, tmp.path(),
                        out.path(), err.path());
@@ -356,19 +384,39 @@ TEST(Cli, BenchRemovesItsLoopMountsOnSigint) {
     WaitExit(pid);
     GTEST_SKIP() << "bench did not mount its loop devices: " << ReadWhole(err.path());
   }
+  // "DIO BACK-FILE" of each loop device over an image in tmp.
+  std::istringstream ours(Popen("losetup -l -n -O DIO,BACK-FILE 2>/dev/null"));
+  int loops_here = 0, direct_here = 0;
+  for (std::string line; std::getline(ours, line);)
+    if (line.find(tmp.path()) != std::string::npos) {
+      loops_here++;
+      std::istringstream f(line);
+      int dio = 0;
+      f >> dio;
+      direct_here += dio == 1;
+    }
+  EXPECT_EQ(loops_here, 2);
   ::kill(pid, SIGINT);
   EXPECT_EQ(WaitExit(pid), 130) << ReadWhole(err.path());
   EXPECT_FALSE(ProcMountsMention(tmp.path()));
-  FILE* p = ::popen("losetup -a 2>/dev/null", "r");
-  std::string loops;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) loops.append(buf, n);
-  ::pclose(p);
+  std::string loops = Popen("losetup -a 2>/dev/null");
   EXPECT_EQ(loops.find(tmp.path()), std::string::npos) << loops;
   EXPECT_TRUE(DirIsEmpty(tmp.path())) << "left behind in " << tmp.path();
   nlohmann::json j = nlohmann::json::parse(ReadWhole(out.path()), nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << ReadWhole(out.path());
+  ASSERT_FALSE(j.is_discarded()) << "not JSON: " << ReadWhole(out.path());
   EXPECT_EQ(j["interrupted"], true);
+  if (kernel_allows_dio) {
+    EXPECT_EQ(direct_here, 2) << "the kernel allows a direct-I/O loop here; bench used a buffered one";
+  }
+  if (loops_here == 2 && direct_here == 2) {
+    EXPECT_EQ(j.value("kernel_loop", ""), "direct") << j.dump();
+    EXPECT_FALSE(j.contains("kernel_loop_note")) << j.dump();
+  } else {  // the kernel refused direct I/O here: never reported as direct, and said why
+    EXPECT_NE(j.value("kernel_loop", ""), "direct") << j.dump();
+    if (j.contains("kernel_loop")) {
+      EXPECT_FALSE(j.value("kernel_loop_note", "").empty()) << j.dump();
+    }
+  }
 }
 
 TEST(Cli, TheTableReportsEveryRun) {
