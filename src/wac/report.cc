@@ -24,6 +24,7 @@ nlohmann::json RunToJson(const WacRun& r) {
       {"stable_waits", r.stable_waits},
       {"forks", r.forks},
       {"checker_reads", r.checker_reads},
+      {"live_partial_mapped_stores", r.live_partial_mapped_stores},
       {"violations",
        {{"modified_in_flight", r.violations.modified_in_flight},
         {"integrity_errors", r.violations.integrity_errors},

@@ -77,6 +77,7 @@ void CombineRuns(WacRun& into, const WacRun& more) {
   into.stable_waits += more.stable_waits;
   into.forks += more.forks;
   into.checker_reads += more.checker_reads;
+  into.live_partial_mapped_stores += more.live_partial_mapped_stores;
   Violations& v = into.violations;
   const Violations& m = more.violations;
   v.modified_in_flight += m.modified_in_flight;

@@ -84,6 +84,12 @@ struct WacRun {
   double writer_wait_p99_us = 0;  // p99 of a writer's store (write(), or the mapped store) latency
   uint64_t stable_waits = 0, forks = 0;
   uint64_t checker_reads = 0;     // live checker block reads
+  // Live reads that found a block half old, half new where mapped writers
+  // store (B, C): writeback copied the page while a store was landing (a
+  // mapped store is not atomic, on Linux either). The store faults, the
+  // page is dirty again and the read-back judges the final bytes. Not a
+  // violation; torn blocks where only write() stores are (torn_live) are.
+  uint64_t live_partial_mapped_stores = 0;
   Violations violations;
   std::vector<BadBlock> bad_blocks;  // the first few, by block number
   std::string verdict;               // clean, corrupt, unsupported
