@@ -26,63 +26,18 @@
 #include "held_writes.h"
 #include "stablecache/cache.h"
 #include "stablecache/mapping.h"
+#include "mapping_test_util.h"
 #include "test_util.h"
 
 namespace stablecache {
 namespace {
 
+using namespace maptest;
 using testing::Pattern;
 using Bytes = std::vector<std::byte>;
 constexpr uint64_t kPage = 4096;
 
 // ---------------------------------------------------------------- helpers
-
-thread_local sigjmp_buf* t_bus_jump = nullptr;
-void OnBus(int) {
-  if (t_bus_jump == nullptr) std::abort();
-  siglongjmp(*t_bus_jump, 1);
-}
-
-// Installed once for the whole test binary run of this file: threads of a
-// test catch SIGBUS concurrently, so nobody restores the old handler.
-void InstallBusHandler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_handler = OnBus;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, nullptr);
-  });
-}
-
-// Whether reading the byte at `p` raises SIGBUS.
-bool LoadFaults(const std::byte* p) {
-  InstallBusHandler();
-  sigjmp_buf jb;
-  t_bus_jump = &jb;
-  volatile bool bus = true;
-  if (sigsetjmp(jb, 1) == 0) {
-    volatile std::byte b = *reinterpret_cast<const volatile std::byte*>(p);
-    (void)b;
-    bus = false;
-  }
-  t_bus_jump = nullptr;
-  return bus;
-}
-
-// Stores `v` at `p`; false if the store raised SIGBUS.
-bool StoreOk(std::byte* p, std::byte v) {
-  InstallBusHandler();
-  sigjmp_buf jb;
-  t_bus_jump = &jb;
-  volatile bool ok = false;
-  if (sigsetjmp(jb, 1) == 0) {
-    *reinterpret_cast<volatile std::byte*>(p) = v;
-    ok = true;
-  }
-  t_bus_jump = nullptr;
-  return ok;
-}
 
 // Aborts the process if the test is still running after `seconds`: a hang
 // is a failure, not a stuck CI job.
@@ -113,26 +68,6 @@ class Watchdog {
   std::thread t_;
 };
 
-std::shared_ptr<Cache> NewCache(uint64_t capacity = 64ull << 20, StablePolicy policy = StablePolicy::kAuto,
-                                uint32_t interval_ms = 500) {
-  CacheOptions co;
-  co.capacity_bytes = capacity;
-  co.policy = policy;
-  co.writeback_interval_ms = interval_ms;
-  return std::move(*Cache::Create(co));
-}
-
-FileOptions Mappable(uint64_t initial_size = 0) {
-  FileOptions fo;
-  fo.initial_size = initial_size;
-  fo.mappable = true;
-  return fo;
-}
-
-std::shared_ptr<MemoryDevice> NewMemory(uint64_t bytes = 4 << 20) {
-  return *MemoryDevice::Create({.size_bytes = bytes});
-}
-
 // A crash: what the medium holds now, on a device of its own.
 std::shared_ptr<MemoryDevice> CrashCopy(MemoryDevice& mem) {
   const uint64_t n = mem.Info().size_bytes;
@@ -141,14 +76,6 @@ std::shared_ptr<MemoryDevice> CrashCopy(MemoryDevice& mem) {
   auto copy = NewMemory(n);
   copy->WriteRaw(0, image.data(), n);
   return copy;
-}
-
-Bytes ReadFile(File& f, uint64_t off, size_t n) {
-  Bytes b(n);
-  auto r = f.Read(off, b);
-  EXPECT_TRUE(r) << r.error().ToString();
-  if (r) b.resize(*r);
-  return b;
 }
 
 size_t CountDir(const char* path) {
@@ -187,6 +114,28 @@ uint64_t MemfdBytes() {
 // Linux: a page the device could not read is not uptodate, and the next
 // access reads it again. A transient error must not leave the page
 // poisoned in the mapping for good.
+// A 4-page file whose page 2 the device fails to read (`count` times, -1:
+// always), open mappable in a cache without readahead.
+struct UnreadablePage2 {
+  std::shared_ptr<MemoryDevice> mem = NewMemory();
+  std::shared_ptr<FaultDevice> faulty;
+  std::shared_ptr<Cache> cache;
+  std::unique_ptr<File> f;
+  explicit UnreadablePage2(int64_t count) {
+    {
+      auto w = std::move(*NewCache()->Open(mem));
+      EXPECT_TRUE(w->Write(0, Pattern(4 * kPage, 3)));
+      EXPECT_TRUE(w->Close().ok());
+    }
+    faulty = std::make_shared<FaultDevice>(mem);
+    faulty->AddRule({.op = BioOp::kRead, .offset = 2 * kPage, .len = kPage, .count = count});
+    CacheOptions co;
+    co.readahead_pages = 1;
+    cache = *Cache::Create(co);
+    f = std::move(*cache->Open(faulty, Mappable()));
+  }
+};
+
 // DISABLED: not fixed. The SIGBUS is a UFFDIO_POISON marker in the page
 // table, which raises SIGBUS on every access until it is zapped, and a
 // retried access reaches no handler. The mapping now zaps it when the cache
@@ -194,18 +143,9 @@ uint64_t MemfdBytes() {
 // tests); a bare retry of the access still gets SIGBUS.
 TEST(MappingAdversary, DISABLED_AReadErrorIsRetriedOnTheNextAccess) {
   Watchdog wd;
-  auto mem = NewMemory();
-  {
-    auto f = std::move(*NewCache()->Open(mem));
-    ASSERT_TRUE(f->Write(0, Pattern(4 * kPage, 3)));
-    ASSERT_TRUE(f->Close().ok());
-  }
-  auto faulty = std::make_shared<FaultDevice>(mem);
-  faulty->AddRule({.op = BioOp::kRead, .offset = 2 * kPage, .len = kPage, .count = 1});
-  CacheOptions co;
-  co.readahead_pages = 1;
-  auto cache = *Cache::Create(co);
-  auto f = std::move(*cache->Open(faulty, Mappable()));
+  UnreadablePage2 u(/*count=*/1);
+  auto& faulty = u.faulty;
+  auto& f = u.f;
   auto m = std::move(*f->Map(0, 4 * kPage, MapAccess::kRead));
   ASSERT_TRUE(LoadFaults(m->data() + 2 * kPage));
   ASSERT_EQ(faulty->injected(), 1u);
@@ -217,18 +157,8 @@ TEST(MappingAdversary, DISABLED_AReadErrorIsRetriedOnTheNextAccess) {
 // File::Read and File::Write, see the same bytes").
 TEST(MappingAdversary, APageWrittenAfterAReadErrorShowsInTheMapping) {
   Watchdog wd;
-  auto mem = NewMemory();
-  {
-    auto f = std::move(*NewCache()->Open(mem));
-    ASSERT_TRUE(f->Write(0, Pattern(4 * kPage, 3)));
-    ASSERT_TRUE(f->Close().ok());
-  }
-  auto faulty = std::make_shared<FaultDevice>(mem);
-  faulty->AddRule({.op = BioOp::kRead, .offset = 2 * kPage, .len = kPage});
-  CacheOptions co;
-  co.readahead_pages = 1;
-  auto cache = *Cache::Create(co);
-  auto f = std::move(*cache->Open(faulty, Mappable()));
+  UnreadablePage2 u(/*count=*/-1);
+  auto& f = u.f;
   auto m = std::move(*f->Map(0, 4 * kPage, MapAccess::kReadWrite));
   ASSERT_TRUE(LoadFaults(m->data() + 2 * kPage));
   const Bytes fresh = Pattern(kPage, 77);
@@ -242,18 +172,8 @@ TEST(MappingAdversary, APageWrittenAfterAReadErrorShowsInTheMapping) {
 // mapping show it again.
 TEST(MappingAdversary, AReadErrorClearsOnceAReadSucceeds) {
   Watchdog wd;
-  auto mem = NewMemory();
-  {
-    auto f = std::move(*NewCache()->Open(mem));
-    ASSERT_TRUE(f->Write(0, Pattern(4 * kPage, 3)));
-    ASSERT_TRUE(f->Close().ok());
-  }
-  auto faulty = std::make_shared<FaultDevice>(mem);
-  faulty->AddRule({.op = BioOp::kRead, .offset = 2 * kPage, .len = kPage, .count = 1});
-  CacheOptions co;
-  co.readahead_pages = 1;
-  auto cache = *Cache::Create(co);
-  auto f = std::move(*cache->Open(faulty, Mappable()));
+  UnreadablePage2 u(/*count=*/1);
+  auto& f = u.f;
   auto m = std::move(*f->Map(0, 4 * kPage, MapAccess::kRead));
   ASSERT_TRUE(LoadFaults(m->data() + 2 * kPage));
   const Bytes all = Pattern(4 * kPage, 3);

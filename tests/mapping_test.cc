@@ -18,62 +18,16 @@
 #include "stablecache/cache.h"
 #include "stablecache/mapping.h"
 #include "stablecache/stack.h"
+#include "mapping_test_util.h"
 #include "test_util.h"
 
 namespace stablecache {
 namespace {
 
+using namespace maptest;
 using testing::Pattern;
 using Bytes = std::vector<std::byte>;
 constexpr uint64_t kPage = 4096;
-
-sigjmp_buf* g_bus_jump = nullptr;
-void OnBus(int) { siglongjmp(*g_bus_jump, 1); }
-
-// Whether reading the byte at `p` raises SIGBUS.
-bool LoadFaults(const std::byte* p) {
-  struct sigaction sa {}, old{};
-  sa.sa_handler = OnBus;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGBUS, &sa, &old);
-  sigjmp_buf jb;
-  g_bus_jump = &jb;
-  volatile bool bus = true;
-  if (sigsetjmp(jb, 1) == 0) {
-    volatile std::byte b = *reinterpret_cast<const volatile std::byte*>(p);
-    (void)b;
-    bus = false;
-  }
-  sigaction(SIGBUS, &old, nullptr);
-  return bus;
-}
-
-std::shared_ptr<Cache> NewCache(uint64_t capacity = 64ull << 20, StablePolicy policy = StablePolicy::kAuto,
-                                uint32_t interval_ms = 500) {
-  CacheOptions co;
-  co.capacity_bytes = capacity;
-  co.policy = policy;
-  co.writeback_interval_ms = interval_ms;
-  return std::move(*Cache::Create(co));
-}
-
-FileOptions Mappable(uint64_t initial_size = 0) {
-  FileOptions fo;
-  fo.initial_size = initial_size;
-  fo.mappable = true;
-  return fo;
-}
-
-std::shared_ptr<MemoryDevice> NewMemory(uint64_t bytes = 4 << 20) {
-  return *MemoryDevice::Create({.size_bytes = bytes});
-}
-
-Bytes ReadFile(File& f, uint64_t off, size_t n) {
-  Bytes b(n);
-  auto r = f.Read(off, b);
-  EXPECT_TRUE(r) << r.error().ToString();
-  return b;
-}
 
 TEST(Mapping, LoadsSeeWhatWriteStoredAndStoresReachRead) {
   auto cache = NewCache();
@@ -254,22 +208,16 @@ TEST(Mapping, BadCallsAreClearErrors) {
 // Stores racing truncates: each store lands or the storer gets SIGBUS;
 // nothing hangs, the file holds only stored bytes and zeros, and after a
 // Sync the device holds what the cache shows.
-thread_local sigjmp_buf* t_bus_jump = nullptr;
-void OnBusThread(int) { siglongjmp(*t_bus_jump, 1); }
-
 TEST(Mapping, StoresRacingTruncatesLandOrFaultAndTheDeviceMatchesTheCache) {
   auto cache = NewCache(1 << 20, StablePolicy::kAuto, 5);
   auto f = std::move(*cache->Open(NewMemory(), Mappable(16 * kPage)));
   auto m = std::move(*f->Map(0, 16 * kPage, MapAccess::kReadWrite));
-  struct sigaction sa {}, old{};
-  sa.sa_handler = OnBusThread;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGBUS, &sa, &old);
+  maptest::InstallBusHandler();
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> stores{0}, faults{0};
   std::thread storer([&] {
     sigjmp_buf jb;
-    t_bus_jump = &jb;
+    maptest::t_bus_jump = &jb;
     volatile uint64_t i = 0;
     while (!stop.load()) {
       if (sigsetjmp(jb, 1) != 0) {
@@ -281,6 +229,7 @@ TEST(Mapping, StoresRacingTruncatesLandOrFaultAndTheDeviceMatchesTheCache) {
       i = i + 1;
       stores++;
     }
+    maptest::t_bus_jump = nullptr;
   });
   for (int round = 0; round < 200 || (stores.load() < 5000 && round < 200000); round++) {
     ASSERT_TRUE(f->Truncate((round % 5) * 3 * kPage + 100).ok());
@@ -291,7 +240,6 @@ TEST(Mapping, StoresRacingTruncatesLandOrFaultAndTheDeviceMatchesTheCache) {
   }
   stop = true;
   storer.join();
-  sigaction(SIGBUS, &old, nullptr);
   EXPECT_GT(stores.load(), 0u);
   // Only 0 and 0xab can be in the file: no garbage, no stale frame.
   Bytes all = ReadFile(*f, 0, 16 * kPage);
