@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,7 +32,8 @@ Result<std::unique_ptr<FileStore>> FileStore::Create(std::string_view name, uint
     close(fd);
     return Err(st);
   }
-  return std::unique_ptr<FileStore>(new FileStore(fd, static_cast<std::byte*>(base), max_pages));
+  return std::unique_ptr<FileStore>(
+      new FileStore(fd, static_cast<std::byte*>(base), max_pages, RoundUpToPage(size_bytes) >> 12));
 }
 
 FileStore::~FileStore() {
@@ -41,15 +41,10 @@ FileStore::~FileStore() {
   close(fd_);
 }
 
-uint64_t FileStore::pages() const {
-  struct stat st {};
-  if (fstat(fd_, &st) != 0) return 0;
-  return static_cast<uint64_t>(st.st_size) >> 12;
-}
-
 Status FileStore::Resize(uint64_t size_bytes) {
   if (ftruncate(fd_, static_cast<off_t>(RoundUpToPage(size_bytes))) != 0)
     return Status::IoError(fmt::format("resizing the page store to {} bytes: {}", size_bytes, strerror(errno)));
+  pages_.store(RoundUpToPage(size_bytes) >> 12, std::memory_order_release);
   return Status::Ok();
 }
 

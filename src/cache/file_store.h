@@ -17,6 +17,7 @@
 // Thread-safe: Resize and Punch are system calls on the memfd.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -39,17 +40,21 @@ class FileStore {
   int fd() const { return fd_; }
   uint64_t max_pages() const { return max_pages_; }
   // Pages the memfd holds now: the file size rounded up.
-  uint64_t pages() const;
+  uint64_t pages() const { return pages_.load(std::memory_order_acquire); }
   // Sizes the memfd for a file of `size_bytes` (rounded up to a page).
   Status Resize(uint64_t size_bytes);
   // Frees page idx and unmaps it from every mapping.
   void Punch(uint64_t idx);
 
  private:
-  FileStore(int fd, std::byte* base, uint64_t max_pages) : fd_(fd), base_(base), max_pages_(max_pages) {}
+  FileStore(int fd, std::byte* base, uint64_t max_pages, uint64_t pages)
+      : fd_(fd), base_(base), max_pages_(max_pages), pages_(pages) {}
   int fd_;
   std::byte* base_;
   uint64_t max_pages_;
+  // The memfd's size in pages, as the last Create/Resize set it (read on
+  // every fill and fault of a mappable file: no fstat there).
+  std::atomic<uint64_t> pages_;
 };
 
 }  // namespace stablecache
