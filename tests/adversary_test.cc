@@ -218,9 +218,24 @@ TEST(AdversaryLifetime, SpaceKeptForFailedWritebackIsReleasedOnceItsPagesAreWrit
   }
   // The flusher releases the space on one of its next passes: poll (a
   // loaded machine, ASan) rather than guess how long that takes.
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while ((!watch.expired() || cache->Stats().cached_pages != 0) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);
+  auto released = [&] {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while ((!watch.expired() || cache->Stats().cached_pages != 0) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(5ms);
+    return watch.expired();
+  };
+  if (!released()) {
+    // A flusher pass between the failed Close and the heal failed again:
+    // that error has no handle to hear it, and by design the space waits
+    // for the next Open of its device to report it (a CI ASan run hit
+    // this). That Open hears it; after its Close the space must go.
+    if (auto dev = watch.lock()) {
+      auto g = cache->Open(dev);
+      ASSERT_TRUE(g) << g.error().ToString();
+      (void)(*g)->Close();
+    }
+    released();
+  }
   EXPECT_TRUE(watch.expired()) << "the cache still holds the device of a space with no handle and no dirty page";
   EXPECT_EQ(cache->Stats().cached_pages, 0u) << "pages of a space with no handle stay cached forever";
 }
