@@ -38,6 +38,7 @@
 #include <string>
 
 #include "stablecache/block_device.h"
+#include "stablecache/direct.h"
 #include "stablecache/status.h"
 
 namespace stablecache {
@@ -158,6 +159,24 @@ class File {
   // multiple of 4096; the range may pass EOF (accesses there get SIGBUS)
   // but not the file limit of the device.
   [[nodiscard]] virtual Result<std::unique_ptr<Mapping>> Map(uint64_t offset, size_t length, MapAccess access) = 0;
+
+  // ---- direct I/O: see stablecache/direct.h for alignment, coherency
+  // with cached and mapped pages, and what `stability` promises ----
+  // Reads up to buf.size() bytes at `offset`; short at end of file.
+  [[nodiscard]] virtual Result<size_t> DirectRead(uint64_t offset, std::span<std::byte> buf,
+                                                  Stability stability = Stability::kUnstable) = 0;
+  // Writes all of `data` at `offset`; the bytes are on the device (not
+  // necessarily durable: Sync flushes) when it returns.
+  [[nodiscard]] virtual Result<size_t> DirectWrite(uint64_t offset, std::span<const std::byte> data,
+                                                   Stability stability = Stability::kUnstable) = 0;
+  // Vectored and synchronous: submits `req` and waits for it.
+  [[nodiscard]] virtual Result<size_t> DirectIo(const DirectRequest& req) = 0;
+  // Asynchronous: `done` runs once when the I/O completes (see
+  // DirectCallback). Parts of the I/O that meet cached pages (and a write
+  // that must wait for an overlapping direct write) are done before this
+  // returns; the rest is in flight. Returns an error, and never runs
+  // `done`, when the request is refused before any I/O.
+  virtual Status SubmitDirect(DirectRequest req, DirectCallback done) = 0;
 };
 
 }  // namespace stablecache

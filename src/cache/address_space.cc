@@ -77,11 +77,16 @@ Result<PageRef> AddressSpace::FindOrCreate(uint64_t idx, bool* created) {
     p->owner.store(this, std::memory_order_relaxed);
     p->SetIndex(idx);
     PrepareNewPage(p);
-    if (Insert(idx, p)) {
-      *created = true;
-      return pool_.Adopt(p);
+    if (!Insert(idx, p)) {
+      AbandonNewPage(p);  // lost the race
+      continue;
     }
-    AbandonNewPage(p);  // lost the race
+    if (WithdrawIfDirectWrite(p)) {
+      direct_.WaitUnblocked(idx);
+      continue;
+    }
+    *created = true;
+    return pool_.Adopt(p);
   }
 }
 
@@ -91,9 +96,23 @@ PageRef AddressSpace::TryCreate(uint64_t idx) {
   p->owner.store(this, std::memory_order_relaxed);
   p->SetIndex(idx);
   PrepareNewPage(p);
-  if (Insert(idx, p)) return pool_.Adopt(p);
-  AbandonNewPage(p);
-  return {};
+  if (!Insert(idx, p)) {
+    AbandonNewPage(p);
+    return {};
+  }
+  if (WithdrawIfDirectWrite(p)) return {};  // readahead is optional
+  return pool_.Adopt(p);
+}
+
+// A page indexed inside a direct write in flight could be filled from the
+// device before the write lands and then hide it: take it out again (it is
+// still locked and !Uptodate, so whoever found it meanwhile retries).
+bool AddressSpace::WithdrawIfDirectWrite(Page* p) {
+  if (!direct_.Blocks(p->Index())) return false;
+  DetachLocked(p);
+  p->Unlock();
+  pool_.Put(p);  // the creator's reference
+  return true;
 }
 
 bool AddressSpace::ReplacePage(Page* old_page, Page* copy) {

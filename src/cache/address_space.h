@@ -20,6 +20,7 @@
 #include <span>
 #include <vector>
 
+#include "cache/direct_ranges.h"
 #include "cache/errseq.h"
 #include "cache/file_store.h"
 #include "cache/mapped_view.h"
@@ -144,6 +145,9 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   // ---- readahead ----
   uint32_t ReadaheadWindow(uint64_t idx);
 
+  // ---- direct I/O in flight (cache/direct_ranges.h) ----
+  DirectRanges& direct() { return direct_; }
+
   // ---- lifetime ----
   std::atomic<int>& open_handles() { return open_handles_; }
   // Detaches every page numbered `first` or above, waiting for writeback
@@ -153,6 +157,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   void DropAllPages() { DropPagesFrom(0); }
 
  private:
+  bool WithdrawIfDirectWrite(Page* p);
   // Index changes of a mappable file go with its memfd (store_mu_).
   bool Insert(uint64_t idx, Page* p);
   bool RemoveAndPunch(uint64_t idx, Page* p);
@@ -193,6 +198,7 @@ class AddressSpace : public std::enable_shared_from_this<AddressSpace> {
   std::atomic<uint64_t> ra_last_{UINT64_MAX};
   std::atomic<uint32_t> ra_window_{0};
   std::atomic<int> open_handles_{0};
+  DirectRanges direct_;
 };
 
 }  // namespace stablecache

@@ -217,7 +217,10 @@ Status FileHandle::Truncate(uint64_t size) {
                     "file size record)",
                     size, as.device().Info().name, limit));
   std::unique_lock il(as.invalidate_lock());
-  if (size < as.size()) return TruncateLocked(as, size);
+  if (size < as.size()) {
+    as.direct().WaitIdle();  // no direct I/O runs on pages it drops
+    return TruncateLocked(as, size);
+  }
   if (size > as.size()) return ExtendLocked(as, size);
   return Status::Ok();
 }

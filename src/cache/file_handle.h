@@ -27,6 +27,11 @@ class FileHandle final : public File {
   Status ReadBypassingCache(uint64_t offset, std::span<std::byte> out, ScrubReport* scrub) override;
   // Defined in mapping/file_map.cc.
   Result<std::unique_ptr<Mapping>> Map(uint64_t offset, size_t length, MapAccess access) override;
+  // Defined in direct/direct_io.cc.
+  Result<size_t> DirectRead(uint64_t offset, std::span<std::byte> buf, Stability stability) override;
+  Result<size_t> DirectWrite(uint64_t offset, std::span<const std::byte> data, Stability stability) override;
+  Result<size_t> DirectIo(const DirectRequest& req) override;
+  Status SubmitDirect(DirectRequest req, DirectCallback done) override;
 
  private:
   // Every operation holds an OpGuard while it runs; Close (and the
@@ -45,6 +50,13 @@ class FileHandle final : public File {
     const FileHandle& h_;
   };
   void DrainOps() const;
+  // An asynchronous operation (direct I/O) counts as running from its
+  // submission to the end of its completion, so Close waits for it.
+  void BeginAsyncOp() const { active_ops_.fetch_add(1); }
+  void EndAsyncOp() const {
+    if (active_ops_.fetch_sub(1) == 1 && closing_.load()) active_ops_.notify_all();
+  }
+  Status ValidateDirect(const DirectRequest& req) const;
   Status CheckOpen(const char* op) const;
   Status CheckRange(const char* op, uint64_t offset, uint64_t len) const;
   Status ReportErrors();

@@ -1,0 +1,285 @@
+// Direct I/O on a File (stablecache/direct.h): validation, the split of a
+// request into pages the cache holds and runs that bypass it, and the
+// completion that ends the request.
+#include <algorithm>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <shared_mutex>
+
+#include <fmt/format.h>
+
+#include "cache/file_handle.h"
+#include "direct/request_buffers.h"
+#include "writeback/writeback.h"
+
+namespace stablecache {
+
+namespace {
+
+constexpr uint64_t kMaxBypassBio = 1 << 20;  // split bypass runs like writeback batches
+
+// One direct request in flight: counts its bypass bios and ends once when
+// the last of them and the submitter's own part are done.
+struct DirectInFlight {
+  std::shared_ptr<AddressSpace> as;
+  RequestBuffers buffers;
+  DirectCallback done;
+  std::function<void()> end_op;   // the handle's async-op count
+  bool write = false;
+  bool holds_range = false;
+  size_t result = 0;
+  uint64_t zero_from = 0, zero_to = 0;  // request bytes past EOF (reads)
+  std::vector<uint64_t> holes;          // pages written whole that were holes
+
+  std::atomic<int> pending{1};  // the 1 is the submitter's (Arm)
+  std::mutex mu;
+  Status status;  // GUARDED_BY(mu): the first error
+
+  void Fail(const Status& st) {
+    std::lock_guard lk(mu);
+    if (status.ok()) status = st;
+  }
+  void Done(const std::shared_ptr<DirectInFlight>& self, const Status& st) {
+    if (!st.ok()) Fail(st);
+    if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) self->Finish();
+  }
+  void Finish() {
+    Status st;
+    {
+      std::lock_guard lk(mu);
+      st = status;
+    }
+    if (write && st.ok())
+      for (uint64_t idx : holes) as->MarkValid(idx);  // file data now, before anyone may fill the page
+    if (!write && st.ok() && zero_to > zero_from) buffers.Zero(zero_from, zero_to);
+    if (holds_range) as->direct().ReleaseWrite(this);
+    as->direct().EndIo();
+    DirectCallback cb = std::move(done);
+    std::function<void()> end = std::move(end_op);
+    if (st.ok()) cb(result);
+    else cb(Err(st));
+    end();  // last: Close may release the space once this returns
+  }
+};
+
+// Builds and submits the bios of the bypass run [from, to) (file offsets).
+void SubmitBypass(const std::shared_ptr<DirectInFlight>& op, uint64_t req_offset, uint64_t from, uint64_t to,
+                  Stability level) {
+  AddressSpace& as = *op->as;
+  for (uint64_t at = from; at < to;) {
+    const uint64_t end = std::min(to, at + kMaxBypassBio);
+    auto bio = Bio::Make(op->write ? BioOp::kWrite : BioOp::kRead, at, level);
+    op->buffers.AddSegments(*bio, at - req_offset, end - req_offset);
+    op->pending.fetch_add(1, std::memory_order_relaxed);
+    bio->on_complete = [op](BioPtr, Status st) { op->Done(op, st); };
+    as.device().Submit(std::move(bio));
+    at = end;
+  }
+}
+
+// Where a page's part of a request goes.
+enum class Route {
+  kDevice,  // a bypass bio between the caller's buffer and the device
+  kCache,   // the cached page serves or takes the bytes
+  kNoIo,    // served already (a hole read as zeros)
+};
+
+// Walks the pages of [from, to) of a request at `req_offset`, routing each
+// page's part [a, b) with route(idx, a, b). Runs of kDevice parts become
+// bypass bios, submitted as soon as another route interrupts them; kCache
+// parts go to on_cache(idx, a, b).
+template <typename RouteFn, typename OnCache>
+Status SplitByCache(const std::shared_ptr<DirectInFlight>& op, uint64_t req_offset, uint64_t from, uint64_t to,
+                    Stability level, RouteFn route, OnCache on_cache) {
+  uint64_t run_from = from;
+  for (uint64_t a = from; a < to;) {
+    const uint64_t idx = a >> 12;
+    const uint64_t b = std::min(to, (idx + 1) << 12);
+    const Route r = route(idx, a, b);
+    if (r != Route::kDevice) {
+      if (run_from < a) SubmitBypass(op, req_offset, run_from, a, level);
+      run_from = b;
+      if (r == Route::kCache) SC_RETURN_IF_ERROR(on_cache(idx, a, b));
+    }
+    a = b;
+  }
+  if (run_from < to) SubmitBypass(op, req_offset, run_from, to, level);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status FileHandle::ValidateDirect(const DirectRequest& req) const {
+  const char* what = req.op == DirectOp::kWrite ? "direct write" : "direct read";
+  const DeviceInfo& info = as_->device().Info();
+  const uint64_t lbs = info.logical_block_size;
+  SC_RETURN_IF_ERROR(CheckRange(what, req.offset, req.Length()));
+  if (req.offset % lbs != 0)
+    return Status::InvalidArgument(fmt::format("{}: offset {} is not a multiple of the logical block size {} of '{}'",
+                                               what, req.offset, lbs, info.name));
+  for (size_t i = 0; i < req.buffers.size(); i++) {
+    const auto& b = req.buffers[i];
+    const auto addr = reinterpret_cast<uintptr_t>(b.data());
+    if (addr % lbs != 0)
+      return Status::InvalidArgument(fmt::format(
+          "{}: buffer {} at address {:#x} is not aligned to the logical block size {} of '{}'", what, i, addr, lbs,
+          info.name));
+    if (b.size() % lbs != 0)
+      return Status::InvalidArgument(fmt::format(
+          "{}: buffer {} length {} is not a multiple of the logical block size {} of '{}'", what, i, b.size(), lbs,
+          info.name));
+  }
+  if (req.stability > Stability::kStable)
+    return Status::InvalidArgument(fmt::format("{}: unknown stability level {}", what, int(req.stability)));
+  if (req.op == DirectOp::kWrite) {
+    const uint64_t limit = as_->device_pages() << 12;
+    if (req.offset + req.Length() > limit)
+      return Status::NoSpace(fmt::format("direct write of {} bytes at offset {} ends past the file limit of device "
+                                         "'{}' ({} bytes: the last 8 KiB hold the file size record)",
+                                         req.Length(), req.offset, info.name, limit));
+  }
+  return Status::Ok();
+}
+
+Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
+  BeginAsyncOp();
+  struct EndOnError {
+    const FileHandle* h;
+    ~EndOnError() {
+      if (h) h->EndAsyncOp();
+    }
+  } guard{this};
+  SC_RETURN_IF_ERROR(ValidateDirect(req));
+  AddressSpace& as = *as_;
+  const uint64_t len = req.Length();
+  if (len == 0) {
+    done(size_t{0});
+    return Status::Ok();
+  }
+  const bool write = req.op == DirectOp::kWrite;
+  const uint64_t offset = req.offset, end = offset + len;
+  // The cache vouches for every buffer under kNone (the unsafe baseline);
+  // otherwise the bio says what the caller promised.
+  const Stability level = as.policy() == StablePolicy::kNone ? Stability::kStable : req.stability;
+
+  auto op = std::make_shared<DirectInFlight>();
+  op->as = as_;
+  op->buffers = RequestBuffers(std::move(req.buffers));
+  op->done = std::move(done);
+  op->write = write;
+
+  std::shared_lock il(as.invalidate_lock(), std::defer_lock);
+  for (;;) {
+    if (write && end > as.size()) {
+      // Extending: exclusive, like a buffered write past EOF. The old
+      // partial last page gets its zero tail through the cache.
+      std::unique_lock xl(as.invalidate_lock());
+      if (end > as.size()) SC_RETURN_IF_ERROR(ExtendLocked(as, end));
+    }
+    il.lock();
+    if (!write || end <= as.size()) break;
+    il.unlock();  // a truncate came between: extend again
+  }
+  as.direct().BeginIo();
+  guard.h = nullptr;
+  op->end_op = [this] { EndAsyncOp(); };
+
+  if (!write) {
+    const uint64_t size = as.size();
+    if (offset >= size) {
+      op->Finish();
+      return Status::Ok();
+    }
+    const uint64_t lbs = as.device().Info().logical_block_size;
+    const uint64_t n = std::min(len, size - offset);
+    const uint64_t span_end = offset + (n + lbs - 1) / lbs * lbs;  // whole blocks; the part past EOF is zeroed
+    op->result = n;
+    op->zero_from = n;
+    op->zero_to = span_end - offset;
+    // A cached page (dirty or not) is the newest copy; a hole reads as
+    // zeros; anything else comes from the device.
+    Status st = SplitByCache(
+        op, offset, offset, span_end, level,
+        [&](uint64_t idx, uint64_t a, uint64_t b) {
+          if (as.FindGet(idx)) return Route::kCache;
+          if (!as.IsHole(idx)) return Route::kDevice;
+          op->buffers.Zero(a - offset, b - offset);
+          return Route::kNoIo;
+        },
+        [&](uint64_t idx, uint64_t a, uint64_t b) -> Status {
+          auto page = GetUptodatePage(as, idx);
+          if (!page) return page.error();
+          op->buffers.CopyIn(a - offset, as.pool().Data(page->get()) + (a & (kFrameSize - 1)), b - a);
+          return Status::Ok();
+        });
+    if (!st.ok()) op->Fail(st);
+    il.unlock();
+    op->Done(op, Status::Ok());
+    return Status::Ok();
+  }
+
+  // A write holds its pages against page creation until it completes.
+  const uint64_t first = offset >> 12, last = (end - 1) >> 12;
+  as.direct().AcquireWrite(first, last, op.get());
+  op->holds_range = true;
+  op->result = len;
+  std::vector<std::pair<uint64_t, uint64_t>> through_cache;
+  Status st = SplitByCache(
+      op, offset, offset, end, level,
+      [&](uint64_t idx, uint64_t a, uint64_t b) {
+        if (as.FindGet(idx)) return Route::kCache;
+        if (!as.IsHole(idx)) return Route::kDevice;
+        // The rest of a partly written hole is no file data: the page goes
+        // through the cache, which fills it with zeros.
+        if (b - a != kFrameSize) return Route::kCache;
+        op->holes.push_back(idx);
+        return Route::kDevice;
+      },
+      [&](uint64_t, uint64_t a, uint64_t b) {
+        through_cache.emplace_back(a, b);
+        return Status::Ok();
+      });
+  if (st.ok() && !through_cache.empty()) {
+    // Cached pages take the bytes as a buffered write would (the policy
+    // keeps a page under writeback stable) and go to the device before
+    // the write completes.
+    DirectRanges::OwnerScope scope(op.get());
+    const uint64_t errors = as.writeback_error_count();
+    alignas(64) std::byte bytes[kFrameSize];
+    for (auto [a, b] : through_cache) {
+      op->buffers.CopyOut(a - offset, bytes, b - a);
+      st = WritePagesLocked(as, a, {bytes, b - a});
+      if (!st.ok()) break;
+    }
+    WritebackRange(as, first, last, WritebackMode::kSync);
+    WaitWritebackRange(as, first, last);
+    if (st.ok() && as.writeback_error_count() != errors)
+      st = Status::IoError(fmt::format("direct write to '{}': writing back its cached pages failed: {}",
+                                       as.device().Info().name, as.LastWritebackError().ToString()));
+  }
+  if (!st.ok()) op->Fail(st);
+  il.unlock();
+  op->Done(op, Status::Ok());
+  return Status::Ok();
+}
+
+Result<size_t> FileHandle::DirectIo(const DirectRequest& req) {
+  std::promise<Result<size_t>> result;
+  auto fut = result.get_future();
+  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(req, [&result](Result<size_t> r) { result.set_value(std::move(r)); }));
+  return fut.get();
+}
+
+Result<size_t> FileHandle::DirectRead(uint64_t offset, std::span<std::byte> buf, Stability stability) {
+  return DirectIo(DirectRequest{DirectOp::kRead, offset, {buf}, stability});
+}
+
+Result<size_t> FileHandle::DirectWrite(uint64_t offset, std::span<const std::byte> data, Stability stability) {
+  // The request type holds mutable spans for both directions; a write only
+  // reads them.
+  std::span<std::byte> buf(const_cast<std::byte*>(data.data()), data.size());
+  return DirectIo(DirectRequest{DirectOp::kWrite, offset, {buf}, stability});
+}
+
+}  // namespace stablecache
