@@ -3,6 +3,8 @@
 // writer scribbles on the page meanwhile. Under policy none the violation
 // is caught by every layer that can see it; under every other policy there
 // is none.
+#include <cstring>
+#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -174,6 +176,92 @@ TEST_P(StableWrites, AMappedStoreToAPageUnderWriteback) {
   ASSERT_TRUE(ReadSync(*r.integrity, 0, raw.data(), 4096).ok());
   EXPECT_EQ(raw, b);
   ASSERT_TRUE((*m)->Unmap().ok());
+}
+
+// A direct writer scribbling on its own buffer while the write is "in DMA".
+// Unstable (the default): the integrity layer bounces the buffer once, at
+// submission, so the medium and its tags hold the bytes submitted and the
+// scribble is no violation. Under none the cache vouches for the buffer, so
+// nothing is bounced and every layer that can see it catches it.
+TEST_P(StableWrites, ADirectWriterScribblingOnAnUnstableBuffer) {
+  Rig r = MakeRig(GetParam());
+  auto a = Pattern(4096, 1), b = Pattern(4096, 2);
+  alignas(4096) std::byte buf[4096];
+  std::memcpy(buf, a.data(), 4096);
+  std::promise<Result<size_t>> done;
+  ASSERT_TRUE(r.file->SubmitDirect({DirectOp::kWrite, 0, {buf}, Stability::kUnstable},
+                                   [&](Result<size_t> n) { done.set_value(std::move(n)); })
+                  .ok());
+  r.mem->WaitForPendingWrites(1);
+  std::memcpy(buf, b.data(), 4096);  // the scribble, while the device holds the write
+  r.mem->ReleaseWrites();
+  auto n = done.get_future().get();
+  ASSERT_TRUE(n) << n.error().ToString();
+  EXPECT_EQ(*n, 4096u);
+  std::vector<std::byte> raw(4096);
+  Status st = ReadSync(*r.integrity, 0, raw.data(), 4096);
+  std::vector<LayerStats> layers;
+  r.verify->CollectStats(layers);
+  if (r.file->EffectivePolicy() == StablePolicy::kNone) {
+    EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
+    EXPECT_GT(layers.at(0).modified_in_flight, 0u);
+    EXPECT_EQ(layers.at(1).bytes_bounced, 0u);
+  } else {
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(raw, a);
+    EXPECT_EQ(layers.at(0).modified_in_flight, 0u);  // allowed: it promised nothing
+    EXPECT_EQ(layers.at(1).bytes_bounced, 4096u);  // once, by integrity
+  }
+}
+
+// Declared-stable goes zero-copy, so a caller that breaks its promise is
+// caught: verify reports the blocks it changed, by offset, and integrity
+// refuses the block.
+TEST_P(StableWrites, ADirectWriterBreakingItsDeclaredStablePromise) {
+  Rig r = MakeRig(GetParam());
+  auto a = Pattern(4096, 1), b = Pattern(4096, 2);
+  ASSERT_TRUE(r.file->Truncate(16384).ok());
+  alignas(4096) std::byte buf[4096];
+  std::memcpy(buf, a.data(), 4096);
+  std::promise<Result<size_t>> done;
+  ASSERT_TRUE(r.file->SubmitDirect({DirectOp::kWrite, 8192, {buf}, Stability::kDeclaredStable},
+                                   [&](Result<size_t> n) { done.set_value(std::move(n)); })
+                  .ok());
+  r.mem->WaitForPendingWrites(1);
+  std::memcpy(buf, b.data(), 4096);
+  r.mem->ReleaseWrites();
+  ASSERT_TRUE(done.get_future().get());
+  std::vector<std::byte> raw(4096);
+  Status st = ReadSync(*r.integrity, 8192, raw.data(), 4096);
+  std::vector<LayerStats> layers;
+  r.verify->CollectStats(layers);
+  EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
+  EXPECT_EQ(layers.at(1).bytes_bounced, 0u);  // zero-copy
+  EXPECT_EQ(layers.at(0).modified_in_flight, 8u);  // every 512-byte block changed
+  ASSERT_FALSE(layers.at(0).modified_offsets.empty());
+  EXPECT_EQ(layers.at(0).modified_offsets.at(0), 8192u);  // reported by offset
+}
+
+// A declared-stable buffer kept stable costs nothing and lands intact.
+TEST_P(StableWrites, ADeclaredStableDirectWriteIsNotCopied) {
+  Rig r = MakeRig(GetParam());
+  auto a = Pattern(8192, 3);
+  alignas(4096) static std::byte aligned[8192];
+  std::memcpy(aligned, a.data(), 8192);
+  std::thread release([&] {
+    r.mem->WaitForPendingWrites(1);
+    r.mem->ReleaseWrites();
+  });
+  auto n = r.file->DirectWrite(0, {aligned, 8192}, Stability::kDeclaredStable);
+  release.join();
+  ASSERT_TRUE(n) << n.error().ToString();
+  std::vector<std::byte> raw(8192);
+  ASSERT_TRUE(ReadSync(*r.integrity, 0, raw.data(), 8192).ok());
+  EXPECT_EQ(raw, a);
+  std::vector<LayerStats> layers;
+  r.verify->CollectStats(layers);
+  EXPECT_EQ(layers.at(1).bytes_bounced, 0u);
+  EXPECT_EQ(layers.at(0).modified_in_flight, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, StableWrites,

@@ -38,7 +38,14 @@ struct LayerStats {
   uint64_t bytes_bounced = 0;
   uint64_t errors = 0;
   uint64_t integrity_errors = 0;     // integrity: tag mismatches seen on read
-  uint64_t modified_in_flight = 0;   // verify: blocks changed during I/O
+  // verify: 512-byte blocks of a write changed while it was in flight
+  // although the bio promised they would not (kDeclaredStable or kStable):
+  // a broken promise. The byte offsets of the first 16 of them.
+  uint64_t modified_in_flight = 0;
+  std::vector<uint64_t> modified_offsets;
+  // verify: blocks of unstable writes changed in flight (allowed: the
+  // layers that need stable bytes bounced them).
+  uint64_t unstable_modified = 0;
   uint64_t repairs = 0;              // mirror/parity: blocks rewritten from redundancy
   uint64_t degraded_reads = 0;       // mirror/parity: reads served despite a failed leg
   uint64_t mirror_divergence = 0;    // mirror: diverged blocks found by Scrub

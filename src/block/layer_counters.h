@@ -12,7 +12,7 @@ namespace stablecache {
 
 struct LayerCounters {
   std::atomic<uint64_t> bios{0}, bytes_read{0}, bytes_written{0}, bytes_bounced{0};
-  std::atomic<uint64_t> errors{0}, integrity_errors{0}, modified_in_flight{0};
+  std::atomic<uint64_t> errors{0}, integrity_errors{0}, modified_in_flight{0}, unstable_modified{0};
   std::atomic<uint64_t> repairs{0}, degraded_reads{0}, mirror_divergence{0}, parity_mismatch{0};
   std::atomic<uint64_t> metadata_writes{0}, metadata_flushes{0};
 
@@ -31,6 +31,7 @@ struct LayerCounters {
     s.errors = errors.load();
     s.integrity_errors = integrity_errors.load();
     s.modified_in_flight = modified_in_flight.load();
+    s.unstable_modified = unstable_modified.load();
     s.repairs = repairs.load();
     s.degraded_reads = degraded_reads.load();
     s.mirror_divergence = mirror_divergence.load();

@@ -2,6 +2,8 @@
 
 #include <isa-l/crc.h>
 
+#include <algorithm>
+
 namespace stablecache {
 
 namespace {
@@ -24,11 +26,18 @@ void VerifyDevice::Submit(BioPtr bio) {
     return;
   }
   auto before = BlockSums(*bio);
+  // An unstable bio may change (a layer below bounces it if it must); one
+  // that promised stability must not.
+  const bool promised = bio->stability >= Stability::kDeclaredStable;
   Bio::Completion inner = std::move(bio->on_complete);
-  bio->on_complete = [this, before = std::move(before), inner = std::move(inner)](BioPtr b, Status st) mutable {
+  bio->on_complete = [this, promised, before = std::move(before), inner = std::move(inner)](BioPtr b, Status st) mutable {
     auto after = BlockSums(*b);
     for (size_t i = 0; i < before.size(); i++) {
       if (before[i] == after[i]) continue;
+      if (!promised) {
+        counters_.unstable_modified.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
       counters_.modified_in_flight.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard lk(mu_);
       if (modified_.size() < 1024) modified_.push_back(b->offset + uint64_t{i} * kBlock);
@@ -36,6 +45,16 @@ void VerifyDevice::Submit(BioPtr bio) {
     if (inner) inner(std::move(b), std::move(st));
   };
   lower_->Submit(std::move(bio));
+}
+
+void VerifyDevice::CollectStats(std::vector<LayerStats>& out) const {
+  LayerStats s = counters_.Snapshot(info_.name);
+  {
+    std::lock_guard lk(mu_);
+    s.modified_offsets.assign(modified_.begin(), modified_.begin() + std::min<size_t>(modified_.size(), 16));
+  }
+  out.push_back(std::move(s));
+  lower_->CollectStats(out);
 }
 
 std::vector<uint64_t> VerifyDevice::ModifiedOffsets() const {

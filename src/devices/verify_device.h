@@ -1,7 +1,11 @@
 // VerifyDevice: the debug layer of seeds/000. It checksums every block of a
 // write at submission and again at completion, and reports each block whose
-// bytes changed while the I/O was in flight (someone broke the stability a
-// bio promised). It needs nothing itself and bounces nothing: it watches.
+// bytes changed while the I/O was in flight although the bio promised they
+// would not (kDeclaredStable: a direct-I/O caller that scribbled on a buffer
+// it declared stable; kStable: the page cache under kNone), with its byte
+// offset (LayerStats::modified_in_flight, modified_offsets). Changes to an
+// unstable bio are allowed and only counted (unstable_modified). It needs
+// nothing itself and bounces nothing: it watches.
 // Thread-safe.
 #pragma once
 
@@ -17,6 +21,7 @@ class VerifyDevice final : public StackedDevice {
   explicit VerifyDevice(std::shared_ptr<BlockDevice> lower)
       : StackedDevice(std::move(lower), "verify", Stability::kUnstable) {}
   void Submit(BioPtr bio) override;
+  void CollectStats(std::vector<LayerStats>& out) const override;
   // Byte offsets of the blocks seen modified in flight (first 1024).
   std::vector<uint64_t> ModifiedOffsets() const;
 
