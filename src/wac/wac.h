@@ -89,7 +89,7 @@ struct WacRun {
   uint64_t stable_waits = 0, forks = 0;
   uint64_t checker_reads = 0;     // live checker block reads
   // Live reads that found a block half old, half new where mapped writers
-  // store (B, C): writeback copied the page while a store was landing (a
+  // store (B, C, D, F): writeback copied the page while a store was landing (a
   // mapped store is not atomic, on Linux either). The store faults, the
   // page is dirty again and the read-back judges the final bytes. Not a
   // violation; torn blocks where only write() stores are (torn_live) are.
