@@ -166,21 +166,51 @@ TEST(Cli, WacWithoutAVerifyLayerStillCatchesNone) {
   EXPECT_GT(j["runs"][0]["checker_reads"].get<uint64_t>(), 0u);
 }
 
-TEST(Cli, EveryProfileOnTheLibraryRunsOrSaysUnsupported) {
+TEST(Cli, EveryProfileOnTheLibraryRuns) {
   nlohmann::json j = RunJson("wac --profile all --duration 0.5 --threads 4");
   ASSERT_EQ(j["runs"].size(), 6u);
   EXPECT_EQ(j["runs"][0]["profile"], "A");
   EXPECT_EQ(j["runs"][0]["verdict"], "clean");  // auto -> fork on this stack
   EXPECT_EQ(j["runs"][0]["effective_policy"], "fork");
-  for (size_t i = 1; i < 3; i++) {  // B and C: mapped, so fork is a bounce
+  for (size_t i = 1; i < 6; i++) {
     EXPECT_EQ(j["runs"][i]["verdict"], "clean") << j["runs"][i].dump();
-    EXPECT_EQ(j["runs"][i]["effective_policy"], "bounce");
     EXPECT_GT(j["runs"][i]["ops"].get<uint64_t>(), 0u);
   }
-  for (size_t i = 3; i < 6; i++) {
-    EXPECT_EQ(j["runs"][i]["verdict"], "unsupported") << i;
-    EXPECT_NE(j["runs"][i]["note"].get<std::string>().find("direct I/O"), std::string::npos);
+  for (size_t i : {1, 2, 3, 5})  // mapped writers, so fork is a bounce
+    EXPECT_EQ(j["runs"][i]["effective_policy"], "bounce") << i;
+  EXPECT_EQ(j["runs"][4]["effective_policy"], "fork");
+  for (size_t i = 3; i < 6; i++) EXPECT_GT(j["runs"][i]["direct_writes"].get<uint64_t>(), 0u) << i;
+}
+
+// Direct writers (D, E, F) scribble their buffer while the write is in
+// flight. Under none the cache vouches for it and nothing is bounced: the
+// integrity layer checksums one snapshot and the device gets another.
+// Under auto the stack bounces it once, and the read-back accepts any
+// byte-wise mix of the write's content and its scribble.
+TEST(Cli, DirectProfilesCatchNoneAndRunCleanUnderAuto) {
+  nlohmann::json j = RunJson("wac --profile D,E,F --policy none,auto --duration 1 --threads 8");
+  ASSERT_EQ(j["runs"].size(), 6u);
+  for (const auto& run : j["runs"]) {
+    EXPECT_GT(run["ops"].get<uint64_t>(), 0u) << run.dump();
+    EXPECT_GT(run["direct_writes"].get<uint64_t>(), 0u) << run.dump();
+    EXPECT_TRUE(run["live_scribbled_direct_writes"].is_number_unsigned()) << run.dump();
+    if (run["policy"] == "none") {
+      EXPECT_EQ(run["verdict"], "corrupt") << run.dump();
+      EXPECT_GT(run["violations"]["modified_in_flight"].get<uint64_t>(), 0u) << run.dump();
+    } else {
+      EXPECT_EQ(run["verdict"], "clean") << run.dump();
+      EXPECT_GT(run["bytes_bounced"].get<uint64_t>(), 0u) << run.dump();
+    }
   }
+}
+
+// E without a verify layer: only the integrity layer can tell, and does.
+TEST(Cli, ScribbledDirectWritesFailTheirIntegrityCheckUnderNone) {
+  nlohmann::json j = RunJson("wac --profile E --policy none,auto --duration 1 --threads 8 --stack integrity,file");
+  ASSERT_EQ(j["runs"].size(), 2u);
+  EXPECT_EQ(j["runs"][0]["verdict"], "corrupt") << j["runs"][0].dump();
+  EXPECT_GT(j["runs"][0]["violations"]["integrity_errors"].get<uint64_t>(), 0u) << j["runs"][0].dump();
+  EXPECT_EQ(j["runs"][1]["verdict"], "clean") << j["runs"][1].dump();
 }
 
 // Mapped writers (B) and a mix (C): under none a store lands on a page under
@@ -423,8 +453,10 @@ TEST(Cli, TheTableReportsEveryRun) {
   CliResult r = RunCli("wac --profile A,D --policy fork --duration 0.3 --threads 4");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("verdict"), std::string::npos);
-  EXPECT_NE(r.out.find("clean"), std::string::npos);
-  EXPECT_NE(r.out.find("unsupported"), std::string::npos);
+  EXPECT_NE(r.out.find("\nA   fork"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nD   fork"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("unsupported"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;  // header, A, D
 }
 
 }  // namespace

@@ -54,4 +54,26 @@ ParsedBlock ParseBlock(std::span<const std::byte> in) {
   return r;
 }
 
+bool IsByteMix(std::span<const std::byte> got, std::span<const std::byte> a, std::span<const std::byte> b) {
+  if (got.size() != a.size() || got.size() != b.size()) return false;
+  for (size_t i = 0; i < got.size(); i++)
+    if (got[i] != a[i] && got[i] != b[i]) return false;
+  return true;
+}
+
+bool IsScribbleMix(uint64_t block, std::span<const std::byte> got) {
+  if (got.size() != kBlockSize) return false;
+  const std::byte* p = got.data();
+  BlockId id;
+  std::memcpy(&id.block, p + 8, 8);
+  std::memcpy(&id.writer, p + 16, 4);
+  std::memcpy(&id.seq, p + 24, 8);
+  if (id.block != block || id.seq == 0) return false;
+  id.writer &= ~kScribbleBit;
+  std::byte a[kBlockSize], a2[kBlockSize];
+  FillBlock(id, a);
+  FillBlock(ScribbleOf(id), a2);
+  return IsByteMix(got, a, a2);
+}
+
 }  // namespace stablecache::wac

@@ -11,6 +11,12 @@
 //
 // A block of all zeros is one never written. Anything else that fails the
 // CRC is torn: bytes of two contents, or garbage.
+//
+// Scribbled direct writes (profiles D, E, F): a direct writer keeps
+// overwriting its buffer while the write is in flight, alternately with the
+// block's content A and a scribble content A' = FillBlock(ScribbleOf(A's
+// id)): the same block and sequence, the writer id with kScribbleBit set.
+// What such a write may leave is any byte-wise mix of A and A'.
 #pragma once
 
 #include <cstddef>
@@ -37,5 +43,18 @@ struct ParsedBlock {
   BlockId id;  // meaningful when kValid
 };
 ParsedBlock ParseBlock(std::span<const std::byte> in);
+
+inline constexpr uint32_t kScribbleBit = 0x80000000u;  // writer ids stay below it
+inline BlockId ScribbleOf(const BlockId& id) { return BlockId{id.block, id.writer | kScribbleBit, id.seq}; }
+
+// True when every byte of `got` equals the byte of `a` or of `b` at the
+// same offset (so either whole content is a mix too).
+bool IsByteMix(std::span<const std::byte> got, std::span<const std::byte> a, std::span<const std::byte> b);
+
+// True when `got` (torn or whole) is a byte-wise mix of some content of
+// `block` and its scribble: what a scribbled direct write may leave. The
+// candidate is read from the header bytes, which A and A' share except for
+// the scribble bit of the writer id.
+bool IsScribbleMix(uint64_t block, std::span<const std::byte> got);
 
 }  // namespace stablecache::wac

@@ -1,6 +1,10 @@
 #include "wac/harness.h"
 
+#include <setjmp.h>
+#include <signal.h>
+
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 namespace stablecache::wac {
@@ -11,7 +15,45 @@ Status BlockTable::Store(uint64_t block, uint32_t writer, const std::function<St
   BlockId id{block, writer, s.last.seq + 1};
   SC_RETURN_IF_ERROR(store(id));
   s.last = id;
+  s.scribble = BlockId{};
   return Status::Ok();
+}
+
+Status BlockTable::StoreScribbled(uint64_t block, uint32_t writer,
+                                  const std::function<Status(const BlockId&, const BlockId&)>& store) {
+  Slot& s = slots_[block];
+  std::lock_guard lk(s.mu);
+  BlockId id{block, writer, s.last.seq + 1};
+  BlockId scribble = ScribbleOf(id);
+  SC_RETURN_IF_ERROR(store(id, scribble));
+  s.last = id;
+  s.scribble = scribble;
+  return Status::Ok();
+}
+
+std::optional<BlockId> BlockTable::LastScribble(uint64_t block) const {
+  Slot& s = slots_[block];
+  std::lock_guard lk(s.mu);
+  if (s.scribble.seq == 0) return std::nullopt;
+  return s.scribble;
+}
+
+void BlockTable::WithBlockLocked(uint64_t block, const std::function<void()>& fn) {
+  std::lock_guard lk(slots_[block].mu);
+  fn();
+}
+
+uint64_t ScribbleWhile(std::span<std::byte> buf, std::span<const std::byte> content,
+                       std::span<const std::byte> scribble, const std::function<bool()>& in_flight) {
+  uint64_t n = 0;
+  while (in_flight()) {
+    // Even overwrites put the scribble in, odd ones the content back.
+    std::memcpy(buf.data(), (n % 2 == 0 ? scribble : content).data(), buf.size());
+    // Yield holding the scribble: while this writer waits for a core, the
+    // device copies a buffer that differs from what was checksummed.
+    if (n++ % 2 == 0) std::this_thread::yield();
+  }
+  return n;
 }
 
 std::optional<BlockId> BlockTable::Last(uint64_t block) const {
@@ -73,7 +115,13 @@ Result<WriterStats> RunWriters(uint32_t threads, double duration_s, const Progre
 }
 
 std::optional<std::string> JudgeReadback(uint64_t block, const std::optional<BlockId>& last,
-                                         std::span<const std::byte> got) {
+                                         std::span<const std::byte> got, const std::optional<BlockId>& scribble) {
+  if (last && scribble) {
+    std::byte a[kBlockSize], a2[kBlockSize];
+    FillBlock(*last, a);
+    FillBlock(*scribble, a2);
+    if (IsByteMix(got, a, a2)) return std::nullopt;
+  }
   ParsedBlock p = ParseBlock(got);
   switch (p.state) {
     case BlockState::kZero: return last ? std::optional<std::string>("lost") : std::nullopt;
@@ -90,6 +138,50 @@ std::optional<std::string> JudgeLive(uint64_t block, std::span<const std::byte> 
   if (p.state == BlockState::kTorn) return "torn";
   if (p.state == BlockState::kValid && p.id.block != block) return "misdirected";
   return std::nullopt;
+}
+
+namespace {
+// volatile: the compiler must not drop the stores around the memcpy.
+thread_local sigjmp_buf* volatile t_bus_jump = nullptr;
+struct sigaction g_previous_bus {};
+
+void OnBus(int sig, siginfo_t* info, void* ctx) {
+  if (t_bus_jump != nullptr) siglongjmp(*t_bus_jump, 1);
+  // Not ours: the handler we replaced, or the default action.
+  if (g_previous_bus.sa_flags & SA_SIGINFO) {
+    if (g_previous_bus.sa_sigaction) return g_previous_bus.sa_sigaction(sig, info, ctx);
+  } else if (g_previous_bus.sa_handler != SIG_DFL && g_previous_bus.sa_handler != SIG_IGN) {
+    return g_previous_bus.sa_handler(sig);
+  }
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+// Kept apart so no object with a destructor lives in the frame the jump
+// returns to.
+__attribute__((noinline)) bool CopyOrJump(std::byte* dst, const std::byte* src, size_t n) {
+  sigjmp_buf jb;
+  volatile bool ok = false;
+  if (sigsetjmp(jb, 1) == 0) {
+    t_bus_jump = &jb;
+    std::memcpy(dst, src, n);
+    ok = true;
+  }
+  t_bus_jump = nullptr;
+  return ok;
+}
+}  // namespace
+
+bool StoreCatchingSigbus(std::byte* dst, const std::byte* src, size_t n) {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = OnBus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_previous_bus);
+  });
+  return CopyOrJump(dst, src, n);
 }
 
 void NoteBadBlock(WacRun& run, uint64_t block, std::string kind) {

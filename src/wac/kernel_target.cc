@@ -1,7 +1,13 @@
 // wac on a kernel filesystem: the same profiles through syscalls on a file
 // in a directory (ext4, xfs, btrfs). The kernel's own stable-page machinery
 // is what runs; the tool checks the result from outside.
+//
+// Direct writers (D, E, F) write with O_DIRECT through a small io_uring per
+// writer, so the write is in flight while its writer scribbles the buffer
+// (block_format.h) until the completion arrives. F maps the buffered fd and
+// writes directly through a second, O_DIRECT fd on the same file.
 #include <fcntl.h>
+#include <liburing.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,18 +26,58 @@ namespace stablecache::wac {
 
 namespace {
 
-bool Mapped(Profile p, uint32_t writer) {
+// How a writer stores an op: the same split as the library target.
+enum class How { kWrite, kMapped, kDirect };
+How HowFor(Profile p, uint32_t writer, std::mt19937_64& rng) {
   switch (p) {
-    case Profile::kA:
-    case Profile::kE: return false;
-    case Profile::kB:
-    case Profile::kF: return true;
-    case Profile::kC:
-    case Profile::kD: return writer % 2 == 1;
+    case Profile::kA: return How::kWrite;
+    case Profile::kB: return How::kMapped;
+    case Profile::kC: return writer % 2 == 1 ? How::kMapped : How::kWrite;
+    case Profile::kD: return writer % 2 == 1 ? How::kMapped : How::kDirect;
+    case Profile::kE: return How::kDirect;
+    case Profile::kF: return rng() % 2 == 0 ? How::kMapped : How::kDirect;
   }
-  return false;
+  return How::kWrite;
 }
+bool AnyMapped(Profile p) { return p != Profile::kA && p != Profile::kE; }
 bool Direct(Profile p) { return p == Profile::kD || p == Profile::kE || p == Profile::kF; }
+
+// One writer's io_uring, for its direct writes.
+struct Ring {
+  io_uring ring{};
+  bool ok = false;
+  Ring() = default;
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+  ~Ring() {
+    if (ok) io_uring_queue_exit(&ring);
+  }
+};
+
+// pwrite of one block through `r`, scribbling `buf` until it completes.
+Status ScribbledPwrite(Ring& r, int fd, std::span<std::byte> buf, std::span<const std::byte> content,
+                       std::span<const std::byte> scribble, off_t off, uint64_t& overwrites) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&r.ring);
+  if (!sqe) return Status::IoError("io_uring: no free submission entry");
+  io_uring_prep_write(sqe, fd, buf.data(), static_cast<unsigned>(buf.size()), static_cast<uint64_t>(off));
+  int n = io_uring_submit(&r.ring);
+  if (n < 0) return Status::FromErrno(-n, "io_uring_submit");
+  io_uring_cqe* cqe = nullptr;
+  overwrites += ScribbleWhile(buf, content, scribble, [&] {
+    int rc = io_uring_peek_cqe(&r.ring, &cqe);
+    return rc == -EAGAIN;
+  });
+  if (!cqe) {
+    int rc = io_uring_wait_cqe(&r.ring, &cqe);
+    if (rc < 0) return Status::FromErrno(-rc, "io_uring_wait_cqe");
+  }
+  const int res = cqe->res;
+  io_uring_cqe_seen(&r.ring, cqe);
+  if (res < 0) return Status::FromErrno(-res, fmt::format("O_DIRECT write at offset {}", off));
+  if (static_cast<size_t>(res) != buf.size())
+    return Status::IoError(fmt::format("O_DIRECT write at offset {}: short write of {} bytes", off, res));
+  return Status::Ok();
+}
 
 class Fd {
  public:
@@ -95,25 +141,51 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
     run.note = fmt::format("the filesystem under {} does not support O_DIRECT", cfg.target);
     return run;
   }
-  // Writers store through `io` (the direct fd when the profile says so);
-  // mapped writers map it.
-  const int io = Direct(cfg.profile) ? dfd.get() : fd.get();
+  // write() writers use the buffered fd, direct writers the O_DIRECT one
+  // through their ring; mapped writers map the buffered fd.
+  std::vector<std::unique_ptr<Ring>> rings;
+  if (Direct(cfg.profile)) {
+    for (uint32_t w = 0; w < cfg.threads; w++) {
+      rings.push_back(std::make_unique<Ring>());
+      int rc = io_uring_queue_init(2, &rings.back()->ring, 0);
+      if (rc < 0) return Err(Status::FromErrno(-rc, "io_uring_queue_init for the direct writers"));
+      rings.back()->ok = true;
+    }
+  }
   Mapping map;
   map.len = cfg.file_size;
-  bool any_mapped = false;
-  for (uint32_t w = 0; w < cfg.threads; w++) any_mapped |= Mapped(cfg.profile, w);
+  const bool any_mapped = AnyMapped(cfg.profile);
   if (any_mapped) {
-    map.addr = ::mmap(nullptr, map.len, PROT_READ | PROT_WRITE, MAP_SHARED, io, 0);
+    map.addr = ::mmap(nullptr, map.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (map.addr == MAP_FAILED) return Err(Status::FromErrno(errno, fmt::format("mmap {}", path)));
   }
 
   const uint64_t blocks = cfg.file_size / kBlockSize;
   BlockTable table(blocks);
+  std::atomic<uint64_t> direct_writes{0}, scribbles{0};
   auto step = [&](uint32_t w, std::mt19937_64& rng, LatencyHistogram& lat) -> Status {
     alignas(4096) std::byte buf[kBlockSize];
     const uint64_t b = rng() % blocks;
     const off_t off = static_cast<off_t>(b * kBlockSize);
-    const bool mapped = Mapped(cfg.profile, w);
+    const How how = HowFor(cfg.profile, w, rng);
+    if (how == How::kDirect) {
+      SC_RETURN_IF_ERROR(table.StoreScribbled(b, w, [&](const BlockId& id, const BlockId& alt) -> Status {
+        std::byte content[kBlockSize], scribble[kBlockSize];
+        FillBlock(id, content);
+        FillBlock(alt, scribble);
+        std::memcpy(buf, content, kBlockSize);
+        uint64_t n = 0;
+        uint64_t t0 = NowNs();
+        Status st = ScribbledPwrite(*rings[w], dfd.get(), buf, content, scribble, off, n);
+        lat.Add(NowNs() - t0);
+        direct_writes.fetch_add(1, std::memory_order_relaxed);
+        scribbles.fetch_add(n, std::memory_order_relaxed);
+        return st;
+      }));
+      return Status::Ok();
+    }
+    const bool mapped = how == How::kMapped;
+    const int io = fd.get();
     SC_RETURN_IF_ERROR(table.Store(b, w, [&](const BlockId& id) -> Status {
       FillBlock(id, buf);
       uint64_t t0 = NowNs();
@@ -141,6 +213,8 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
   run.ops_per_s = static_cast<double>(run.ops) / stats->elapsed_s;
   run.bytes_written = run.ops * kBlockSize;
   run.writer_wait_p99_us = static_cast<double>(stats->store_latency.Percentile(0.99)) / 1000.0;
+  run.direct_writes = direct_writes.load();
+  run.scribble_overwrites = scribbles.load();
 
   // fsync, drop this file's cached pages, read everything back past the cache.
   if (any_mapped && ::msync(map.addr, map.len, MS_SYNC) != 0) return Err(Status::FromErrno(errno, "msync"));
@@ -169,7 +243,7 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
     } else if (n != static_cast<ssize_t>(kBlockSize)) {
       bad = "short";
     } else {
-      bad = JudgeReadback(b, table.Last(b), buf);
+      bad = JudgeReadback(b, table.Last(b), buf, table.LastScribble(b));
     }
     if (!bad) continue;
     run.violations.readback_mismatch++;

@@ -1,6 +1,10 @@
 // wac on the library: a Cache over a stack built from the spec, on a
-// temporary file. Profiles A, B and C run here; D, E and F need direct I/O,
-// which is not built yet.
+// temporary file. All six profiles run here. Direct writers (D, E, F) use
+// File::SubmitDirect with a kUnstable buffer and scribble it while the
+// write is in flight (block_format.h): under policy none the cache vouches
+// for the buffer and nothing is bounced, so the layers that checksum it
+// (verify, integrity) see other bytes than the device gets; under the other
+// policies the stack bounces it once and every layer sees one snapshot.
 #include <unistd.h>
 
 #include <atomic>
@@ -51,7 +55,10 @@ void AddLayerCounts(BlockDevice& dev, WacRun& run) {
 // Re-reads random blocks from the device while the writers run.
 class LiveChecker {
  public:
-  LiveChecker(File& file, uint64_t blocks) : file_(file), blocks_(blocks), thread_([this] { Run(); }) {}
+  // With `table`, each read holds the block's lock, so no store of it is
+  // under way (see RunOnLibrary).
+  LiveChecker(File& file, uint64_t blocks, BlockTable* table = nullptr)
+      : file_(file), blocks_(blocks), table_(table), thread_([this] { Run(); }) {}
   ~LiveChecker() { Stop(); }
   void Stop() {
     stop_ = true;
@@ -72,7 +79,10 @@ class LiveChecker {
     while (!stop_.load(std::memory_order_relaxed)) {
       uint64_t b = rng() % blocks_;
       ScrubReport scrub;
-      Status st = file_.ReadBypassingCache(b * kBlockSize, buf, &scrub);
+      Status st;
+      auto read = [&] { st = file_.ReadBypassingCache(b * kBlockSize, buf, &scrub); };
+      if (table_) table_->WithBlockLocked(b, read);
+      else read();
       reads_++;
       mirror_divergence_ += scrub.mirror_divergence;
       parity_mismatch_ += scrub.parity_mismatch;
@@ -86,7 +96,9 @@ class LiveChecker {
         error_ = st;
         return;
       } else if (auto bad = JudgeLive(b, buf)) {
-        findings_.emplace_back(b, *bad);
+        // A torn mix of a direct write's content and its scribble is what
+        // that write may leave; anything else torn is a finding.
+        findings_.emplace_back(b, *bad == "torn" && IsScribbleMix(b, buf) ? "scribbled" : *bad);
       }
       // Paced like fio's verify_backlog: a check every 200 us, so the
       // writers are measured, not the checker.
@@ -95,6 +107,7 @@ class LiveChecker {
   }
   File& file_;
   uint64_t blocks_;
+  BlockTable* table_;
   std::atomic<bool> stop_{false};
   uint64_t reads_ = 0, mirror_divergence_ = 0, parity_mismatch_ = 0, unreadable_ = 0, degraded_ = 0;
   std::vector<std::pair<uint64_t, std::string>> findings_;
@@ -112,13 +125,6 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   run.stack = cfg.stack;
   run.threads = cfg.threads;
   run.file_size = cfg.file_size;
-  if (cfg.profile != Profile::kA && cfg.profile != Profile::kB && cfg.profile != Profile::kC) {
-    run.verdict = "unsupported";
-    run.effective_policy = run.policy;
-    run.note = fmt::format("profile {} needs direct I/O in the library, which is not built yet",
-                           ProfileLetter(cfg.profile));
-    return run;
-  }
   TempImage image;
   BuildOptions bo;
   bo.default_file = image.path;
@@ -135,13 +141,26 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   co.capacity_bytes = std::max<uint64_t>(cfg.file_size + (16 << 20), 32 << 20);
   auto cache = Cache::Create(co);
   if (!cache) return Err(cache.error());
-  // Mapped writers: B all of them, C every other one.
-  auto mapped_writer = [&](uint32_t w) {
-    return cfg.profile == Profile::kB || (cfg.profile == Profile::kC && w % 2 == 1);
+  // Who stores how: A write(); B mapped; C and D odd writers mapped, even
+  // ones write() (C) or direct (D); E direct; F each op picks mapped or
+  // direct at random.
+  const Profile prof = cfg.profile;
+  enum class How { kWrite, kMapped, kDirect };
+  auto how = [&](uint32_t w, std::mt19937_64& rng) {
+    switch (prof) {
+      case Profile::kA: return How::kWrite;
+      case Profile::kB: return How::kMapped;
+      case Profile::kC: return w % 2 == 1 ? How::kMapped : How::kWrite;
+      case Profile::kD: return w % 2 == 1 ? How::kMapped : How::kDirect;
+      case Profile::kE: return How::kDirect;
+      case Profile::kF: return rng() % 2 == 0 ? How::kMapped : How::kDirect;
+    }
+    return How::kWrite;
   };
+  const bool any_mapped = prof != Profile::kA && prof != Profile::kE;
   FileOptions fo;
   fo.initial_size = cfg.file_size;
-  fo.mappable = cfg.profile != Profile::kA;
+  fo.mappable = any_mapped;
   auto file = (*cache)->Open(*dev, fo);
   if (!file) return Err(file.error());
   File& f = **file;
@@ -156,23 +175,75 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   const uint64_t blocks = cfg.file_size / kBlockSize;
   BlockTable table(blocks);
   std::optional<LiveChecker> checker;
-  if (cfg.live_checker) checker.emplace(f, blocks);
+  // With direct writers the checker reads a block only while no store of
+  // it is under way: ReadBypassingCache holds a page in the index while it
+  // reads, and a direct write that meets that page goes through the cache
+  // (which then keeps the page), so the checker would turn every direct
+  // write of E into a cached write after a few milliseconds.
+  const bool direct_writers = prof == Profile::kD || prof == Profile::kE || prof == Profile::kF;
+  if (cfg.live_checker) checker.emplace(f, blocks, direct_writers ? &table : nullptr);
+  std::atomic<uint64_t> direct_writes{0}, scribbles{0};
+  std::mutex bus_mu;
+  std::vector<uint64_t> bus_blocks;  // GUARDED_BY(bus_mu): mapped stores that got SIGBUS
+  // A direct write of block b from this writer's own aligned buffer,
+  // submitted asynchronously and scribbled until it completes.
+  auto direct_store = [&](uint64_t b, uint32_t w, LatencyHistogram& lat) -> Status {
+    return table.StoreScribbled(b, w, [&](const BlockId& id, const BlockId& alt) -> Status {
+      alignas(4096) std::byte buf[kBlockSize];
+      std::byte content[kBlockSize], scribble[kBlockSize];
+      FillBlock(id, content);
+      FillBlock(alt, scribble);
+      std::memcpy(buf, content, kBlockSize);
+      std::atomic<bool> done{false};
+      Status result;
+      DirectRequest req;
+      req.op = DirectOp::kWrite;
+      req.offset = b * kBlockSize;
+      req.buffers.emplace_back(buf, kBlockSize);
+      req.stability = Stability::kUnstable;
+      const uint64_t t0 = NowNs();
+      SC_RETURN_IF_ERROR(f.SubmitDirect(std::move(req), [&](Result<size_t> r) {
+        if (!r) result = r.error();
+        else if (*r != kBlockSize) result = Status::IoError(fmt::format("direct write of block {}: {} bytes", b, *r));
+        done.store(true, std::memory_order_release);  // last: the writer's frame may go right after
+      }));
+      uint64_t n = ScribbleWhile(buf, content, scribble, [&] { return !done.load(std::memory_order_acquire); });
+      lat.Add(NowNs() - t0);
+      direct_writes.fetch_add(1, std::memory_order_relaxed);
+      scribbles.fetch_add(n, std::memory_order_relaxed);
+      return result;
+    });
+  };
   auto step = [&](uint32_t w, std::mt19937_64& rng, LatencyHistogram& lat) -> Status {
     alignas(64) std::byte buf[kBlockSize];
     const uint64_t b = rng() % blocks;
-    const bool mapped = mapped_writer(w);
-    SC_RETURN_IF_ERROR(table.Store(b, w, [&](const BlockId& id) -> Status {
+    const How h = how(w, rng);
+    if (h == How::kDirect) return direct_store(b, w, lat);
+    const bool mapped = h == How::kMapped;
+    bool bus = false;
+    Status stored = table.Store(b, w, [&](const BlockId& id) -> Status {
       FillBlock(id, buf);
       uint64_t t0 = NowNs();
       Status st;
       if (mapped) {
-        std::memcpy(map->data() + b * kBlockSize, buf, kBlockSize);  // may fault: page_mkwrite runs here
+        // May fault: page_mkwrite runs here, or the page is read first
+        // (SIGBUS when the device cannot deliver it: nothing is stored).
+        if (!StoreCatchingSigbus(map->data() + b * kBlockSize, buf, kBlockSize)) {
+          bus = true;
+          st = Status::IoError("SIGBUS");
+        }
       } else if (auto n = f.Write(b * kBlockSize, buf); !n) {
         st = n.error();
       }
       lat.Add(NowNs() - t0);
       return st;
-    }));
+    });
+    if (bus) {
+      std::lock_guard lk(bus_mu);
+      bus_blocks.push_back(b);
+      return Status::Ok();
+    }
+    SC_RETURN_IF_ERROR(stored);
     // Start writeback of the page, racing the writers: sync_file_range(WRITE)
     // for a writer, msync(MS_ASYNC) for a mapped one. (The kernel target's
     // mapped writers use MS_SYNC, which on Linux also only waits for this
@@ -196,11 +267,19 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   run.ops_per_s = static_cast<double>(run.ops) / stats->elapsed_s;
   run.bytes_written = run.ops * kBlockSize;
   run.writer_wait_p99_us = static_cast<double>(stats->store_latency.Percentile(0.99)) / 1000.0;
+  run.direct_writes = direct_writes.load();
+  run.mapped_store_sigbus = bus_blocks.size();
+  run.violations.unreadable += bus_blocks.size();
+  for (uint64_t b : bus_blocks) NoteBadBlock(run, b, "live:sigbus");
+  run.scribble_overwrites = scribbles.load();
   if (checker) {
     run.checker_reads = checker->reads();
-    const bool mapped_writers = cfg.profile != Profile::kA;
     for (const auto& [b, kind] : checker->findings()) {
-      if (kind == "torn" && mapped_writers) {
+      if (kind == "scribbled") {
+        run.live_scribbled_direct_writes++;
+        continue;
+      }
+      if (kind == "torn" && any_mapped) {
         run.live_partial_mapped_stores++;
         continue;
       }
@@ -215,7 +294,7 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
     std::optional<std::string> bad;
     if (st.code() == Code::kIntegrityError) bad = "integrity";
     else if (!st.ok()) return Err(st.WithContext("wac read-back"));
-    else bad = JudgeReadback(b, table.Last(b), buf);
+    else bad = JudgeReadback(b, table.Last(b), buf, table.LastScribble(b));
     if (!bad) continue;
     run.violations.readback_mismatch++;
     NoteBadBlock(run, b, "readback:" + *bad);
@@ -225,7 +304,7 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   run.violations.mirror_divergence = scrub.mirror_divergence + (checker ? checker->mirror_divergence() : 0);
   run.violations.parity_mismatch = scrub.parity_mismatch + (checker ? checker->parity_mismatch() : 0);
   // A block no leg can read is lost data, whoever lost it.
-  run.violations.unreadable = scrub.unreadable + (checker ? checker->unreadable() : 0);
+  run.violations.unreadable += scrub.unreadable + (checker ? checker->unreadable() : 0);
   // A copy one leg lost (the others hold it) is corruption the tool caught.
   run.violations.degraded = scrub.degraded + (checker ? checker->degraded() : 0);
   for (const ScrubFinding& s : scrub.findings)

@@ -33,9 +33,9 @@ std::string ProfileDescription(Profile p) {
     case Profile::kA: return "write threads + sync_range";
     case Profile::kB: return "mapped writers + msync";
     case Profile::kC: return "half write, half mapped";
-    case Profile::kD: return "C with direct-I/O writers";
-    case Profile::kE: return "A with direct I/O";
-    case Profile::kF: return "B on a file opened for direct I/O";
+    case Profile::kD: return "C with scribbled direct writers";
+    case Profile::kE: return "A with scribbled direct writers";
+    case Profile::kF: return "mapped stores and scribbled direct writes on one file";
   }
   return "?";
 }
@@ -78,6 +78,10 @@ void CombineRuns(WacRun& into, const WacRun& more) {
   into.forks += more.forks;
   into.checker_reads += more.checker_reads;
   into.live_partial_mapped_stores += more.live_partial_mapped_stores;
+  into.live_scribbled_direct_writes += more.live_scribbled_direct_writes;
+  into.direct_writes += more.direct_writes;
+  into.mapped_store_sigbus += more.mapped_store_sigbus;
+  into.scribble_overwrites += more.scribble_overwrites;
   Violations& v = into.violations;
   const Violations& m = more.violations;
   v.modified_in_flight += m.modified_in_flight;

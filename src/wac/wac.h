@@ -23,8 +23,12 @@
 namespace stablecache::wac {
 
 // A: write()+sync_range. B: mapped writers+msync. C: half of each.
-// D: C with direct-I/O writers. E: A with direct I/O. F: B on a file opened
-// for direct I/O.
+// D: C with the write() writers replaced by direct writers (even writers
+// direct, odd ones mapped). E: A with direct writers. F: B with direct I/O
+// on the mapped file: every writer picks, per op at random, a mapped store
+// (+msync) or a direct write of the block, so direct and mapped access meet
+// on the same pages. Every direct write is scribbled: its writer keeps
+// overwriting the buffer while the write is in flight (block_format.h).
 enum class Profile : uint8_t { kA, kB, kC, kD, kE, kF };
 char ProfileLetter(Profile p);
 std::string ProfileDescription(Profile p);
@@ -61,7 +65,7 @@ struct Violations {
   uint64_t parity_mismatch = 0;     // scrub
   uint64_t readback_mismatch = 0;   // final read-back != last content written
   uint64_t torn_live = 0;           // live checker: torn or misdirected device content
-  uint64_t unreadable = 0;          // scrub: blocks no leg could read
+  uint64_t unreadable = 0;          // scrub: blocks no leg could read; mapped stores that got SIGBUS
   uint64_t degraded = 0;            // scrub: blocks (parity: stripes) with one copy unreadable
   uint64_t total() const {
     return modified_in_flight + integrity_errors + mirror_divergence + parity_mismatch + readback_mismatch +
@@ -85,11 +89,21 @@ struct WacRun {
   uint64_t stable_waits = 0, forks = 0;
   uint64_t checker_reads = 0;     // live checker block reads
   // Live reads that found a block half old, half new where mapped writers
-  // store (B, C): writeback copied the page while a store was landing (a
+  // store (B, C, D, F): writeback copied the page while a store was landing (a
   // mapped store is not atomic, on Linux either). The store faults, the
   // page is dirty again and the read-back judges the final bytes. Not a
   // violation; torn blocks where only write() stores are (torn_live) are.
   uint64_t live_partial_mapped_stores = 0;
+  // Live reads that found a block torn between a direct write's content and
+  // its scribble (D, E, F): what a scribbled write may leave on the device
+  // (the read-back judges it byte-wise). Not a violation.
+  uint64_t live_scribbled_direct_writes = 0;
+  // Mapped stores that got SIGBUS: the page's fault could not read the
+  // block from the device (under none, one the integrity layer rejects).
+  // Each also counts in violations.unreadable; the store did not happen.
+  uint64_t mapped_store_sigbus = 0;
+  uint64_t direct_writes = 0;       // scribbled direct writes (D, E, F)
+  uint64_t scribble_overwrites = 0; // buffer overwrites while they were in flight
   Violations violations;
   std::vector<BadBlock> bad_blocks;  // the first few, by block number
   std::string verdict;               // clean, corrupt, unsupported
