@@ -132,7 +132,10 @@ class Workload {
  public:
   // `mapped`: the file is mappable, and a fifth of the steps store into (or
   // load from) a mapping of it instead.
-  Workload(uint64_t seed, StablePolicy policy, bool mapped = false) : rng_{seed}, policy_(policy), mapped_(mapped) {}
+  // `direct`: a quarter of the steps are direct writes (past EOF too) and
+  // direct reads, 512-byte aligned, mixed with the buffered ones.
+  Workload(uint64_t seed, StablePolicy policy, bool mapped = false, bool direct = false)
+      : rng_{seed}, policy_(policy), mapped_(mapped), direct_(direct) {}
 
   void Run(uint64_t ops, Recording& rec) {
     // The file starts over an initial medium, at a size that is rarely
@@ -236,8 +239,39 @@ class Workload {
     Record(rec, off, len, op, false);
   }
 
+  // A direct write from an aligned buffer, anywhere up to a little past
+  // EOF (a gap becomes zeros), or a direct read that checks what it gets.
+  void DirectStep(File& f, Recording& rec) {
+    std::unique_ptr<std::byte, decltype(&std::free)> buf(
+        static_cast<std::byte*>(std::aligned_alloc(4096, 16 * 4096)), &std::free);
+    if (rng_.Below(3) == 0) {
+      if (size_ == 0) return;
+      const uint64_t off = rng_.Below(size_) & ~uint64_t{511};
+      const uint64_t len = 512 * (1 + rng_.Below(48));
+      auto n = f.DirectRead(off, {buf.get(), len});
+      ASSERT_TRUE(n) << n.error().ToString();
+      ASSERT_EQ(*n, std::min(len, size_ - off));
+      for (uint64_t i = 0; i < *n; i++)
+        ASSERT_EQ(static_cast<uint8_t>(buf.get()[i]), content_[off + i]) << "direct read at " << off + i;
+      return;
+    }
+    const uint64_t off = std::min(rng_.Below(size_ + 3 * 4096), kMaxFile - 512) & ~uint64_t{511};
+    const uint64_t len = std::min<uint64_t>(512 * (1 + rng_.Below(64)), kMaxFile - off);
+    uint32_t op = BeginOp(rec, fmt::format("direct write [{}, {})", off, off + len));
+    for (uint64_t i = 0; i < len; i++) buf.get()[i] = std::byte{PatternByte(op, off + i)};
+    auto n = f.DirectWrite(off, {buf.get(), len});
+    ASSERT_TRUE(n && *n == len) << rec.op_names[op] << ": " << (n ? "short" : n.error().ToString());
+    if (off > size_) Record(rec, size_, off - size_, op, true);
+    Record(rec, off, len, op, false);
+    if (off + len > size_) {
+      SetSize(rec, off + len);
+      rec.extends++;
+    }
+  }
+
   void Step(File& f, Recording& rec) {
     if (mapped_ && rng_.Below(5) == 0) return MappedStep(rec);
+    if (direct_ && rng_.Below(4) == 0) return DirectStep(f, rec);
     const uint64_t dice = rng_.Below(100);
     if (dice < 35) {  // sub-page write, often straddling a page boundary
       uint64_t off = rng_.Below(size_ + 1024);
@@ -295,6 +329,7 @@ class Workload {
   Rng rng_;
   StablePolicy policy_;
   bool mapped_;
+  bool direct_;
   std::unique_ptr<Mapping> map_;
   std::shared_ptr<LogWritesDevice> log_;
   std::vector<uint8_t> content_;
@@ -449,9 +484,9 @@ std::string Summary(const Verdict& v) {
   return s;
 }
 
-Recording Record(uint64_t seed, uint64_t ops, StablePolicy policy, bool mapped = false) {
+Recording Record(uint64_t seed, uint64_t ops, StablePolicy policy, bool mapped = false, bool direct = false) {
   Recording rec;
-  Workload(seed, policy, mapped).Run(ops, rec);
+  Workload(seed, policy, mapped, direct).Run(ops, rec);
   return rec;
 }
 
@@ -470,7 +505,7 @@ void Add(Verdict& into, const Verdict& v) {
 // Several short workloads (rounds), each from a fresh initial medium, so
 // the start of a file (its partial last page over stale medium bytes) is
 // met often; the crash states are spread over the rounds.
-void RunCrashReplay(StablePolicy policy, bool mapped);
+void RunCrashReplay(StablePolicy policy, bool mapped, bool direct = false);
 
 class CrashReplay : public ::testing::TestWithParam<StablePolicy> {};
 
@@ -487,7 +522,18 @@ INSTANTIATE_TEST_SUITE_P(Policies, CrashReplayMapped,
                          ::testing::Values(StablePolicy::kAuto, StablePolicy::kBounce, StablePolicy::kWait),
                          [](const auto& p) { return std::string(PolicyName(p.param)); });
 
-void RunCrashReplay(StablePolicy policy, bool mapped) {
+// The same with a quarter of the steps doing direct I/O: direct writes
+// bypass the cache where it holds no pages, go through it where it does,
+// and crash like any other write; a Sync covers what they acknowledged.
+class CrashReplayDirect : public ::testing::TestWithParam<StablePolicy> {};
+
+TEST_P(CrashReplayDirect, DirectWritesSurviveLikeWrites_DropReorderTear4K) { RunCrashReplay(GetParam(), false, true); }
+
+INSTANTIATE_TEST_SUITE_P(Policies, CrashReplayDirect,
+                         ::testing::Values(StablePolicy::kAuto, StablePolicy::kFork, StablePolicy::kWait),
+                         [](const auto& p) { return std::string(PolicyName(p.param)); });
+
+void RunCrashReplay(StablePolicy policy, bool mapped, bool direct) {
   const uint64_t seed = EnvOr("STABLECACHE_CRASH_SEED", 0x5eed);
   const uint64_t ops = EnvOr("STABLECACHE_CRASH_OPS", 200);
   const uint64_t states = EnvOr("STABLECACHE_CRASH_STATES", kDefaultStates);
@@ -497,7 +543,7 @@ void RunCrashReplay(StablePolicy policy, bool mapped) {
   uint64_t log_entries = 0, syncs = 0, evictions = 0, pages = 0, op_count = 0;
   for (uint64_t round = 0; round < rounds; round++) {
     const uint64_t round_seed = seed + round * 0x1000193;
-    Recording rec = Record(round_seed, ops, policy, mapped);
+    Recording rec = Record(round_seed, ops, policy, mapped, direct);
     ASSERT_FALSE(::testing::Test::HasFatalFailure()) << "round " << round << " seed " << round_seed;
     Verdict v = ReplayCrashStates(rec, FlushModel::kHonoured, (states + rounds - 1) / rounds, round_seed);
     for (auto& r : v.reports) r = fmt::format("round {} (workload seed {:#x}, initial size {}): {}", round, round_seed, rec.initial_size, r);
@@ -509,9 +555,9 @@ void RunCrashReplay(StablePolicy policy, bool mapped) {
     op_count += rec.ops;
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%spolicy %s, seed %#llx: %llu rounds, %llu ops, %llu acknowledged syncs, %llu log entries, %llu pages written, "
+  std::printf("%s%spolicy %s, seed %#llx: %llu rounds, %llu ops, %llu acknowledged syncs, %llu log entries, %llu pages written, "
               "%llu evictions; replayed %llu crash states (%llu failing) in %lld ms\n",
-              mapped ? "mapped, " : "", PolicyName(policy), static_cast<unsigned long long>(seed), static_cast<unsigned long long>(rounds),
+              mapped ? "mapped, " : "", direct ? "direct, " : "", PolicyName(policy), static_cast<unsigned long long>(seed), static_cast<unsigned long long>(rounds),
               static_cast<unsigned long long>(op_count), static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(log_entries), static_cast<unsigned long long>(pages),
               static_cast<unsigned long long>(evictions), static_cast<unsigned long long>(total.states),

@@ -196,6 +196,26 @@ TEST(Direct, HolesReadAsZerosAndAPartialWriteOfOneZeroesTheRest) {
   EXPECT_EQ(ReadAll(*again.file, 0, expect.size()), expect);
 }
 
+// Whole pages a direct write puts past EOF bypass the cache; they are file
+// data from then on, not holes a Sync would write zeros over.
+TEST(Direct, WholePagesWrittenPastEofAreFileDataAfterSync) {
+  auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
+  auto a = Pattern(8 * 4096, 7);
+  {
+    Opened o = OpenOn(mem, 4096);
+    AlignedBuf buf(a.size());
+    std::memcpy(buf.data(), a.data(), a.size());
+    ASSERT_TRUE(o.file->DirectWrite(4 * 4096, buf.span(a.size())));
+    ASSERT_TRUE(o.file->Sync().ok());
+    EXPECT_EQ(ReadAll(*o.file, 4 * 4096, a.size()), a);
+    ASSERT_TRUE(o.file->Close().ok());
+  }
+  Opened again = OpenOn(mem, 0);
+  EXPECT_EQ(*again.file->Size(), 12u * 4096);
+  EXPECT_EQ(ReadAll(*again.file, 4 * 4096, a.size()), a);
+  EXPECT_EQ(ReadAll(*again.file, 4096, 3 * 4096), std::vector<std::byte>(3 * 4096));  // the gap: zeros
+}
+
 // While a direct write is in flight over pages the cache does not hold, a
 // buffered read must not fill a page from the device's old bytes: it would
 // return them now, and keep hiding the new ones after the write lands.
