@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/address_space.h"
+#include "cache/mapped_ranges.h"
 #include "cache/page_pool.h"
 #include "stablecache/cache.h"
 
@@ -54,6 +55,8 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
   const CacheOptions& Options() const override { return opts_; }
 
   PagePool& pool() { return *pool_; }
+  // Live mappings of this cache's files, by address (direct I/O pins).
+  MappedRanges& mapped_ranges() { return mapped_ranges_; }
   CacheCounters& counters() { return counters_; }
   const std::shared_ptr<InFlightBatches>& batches() { return batches_; }
 
@@ -100,6 +103,7 @@ class CacheImpl final : public Cache, public std::enable_shared_from_this<CacheI
   CacheOptions opts_;
   std::unique_ptr<PagePool> pool_;
   CacheCounters counters_;
+  MappedRanges mapped_ranges_;
   uint64_t dirty_limit_;
   uint64_t background_limit_;
 

@@ -31,6 +31,8 @@ struct DirectInFlight {
   size_t result = 0;
   uint64_t zero_from = 0, zero_to = 0;  // request bytes past EOF (reads)
   std::vector<uint64_t> holes;          // pages written whole that were holes
+  // Mapped pages of this cache the read writes into (PinMappedTargets).
+  std::vector<std::pair<std::shared_ptr<AddressSpace>, PageRef>> pinned;
 
   std::atomic<int> pending{1};  // the 1 is the submitter's (Arm)
   std::mutex mu;
@@ -53,6 +55,14 @@ struct DirectInFlight {
     if (write && st.ok())
       for (uint64_t idx : holes) as->MarkValid(idx);  // file data now, before anyone may fill the page
     if (!write && st.ok() && zero_to > zero_from) buffers.Zero(zero_from, zero_to);
+    // The device stored into these pages with no fault the cache saw: they
+    // are dirty now, whatever writeback did meanwhile (even on an error:
+    // some bytes may have landed).
+    for (auto& [space, page] : pinned) {
+      space->Redirty(page.get());
+      page->Unpin();
+    }
+    pinned.clear();
     if (holds_range) as->direct().ReleaseWrite(this);
     as->direct().EndIo();
     DirectCallback cb = std::move(done);
@@ -105,6 +115,55 @@ Status SplitByCache(const std::shared_ptr<DirectInFlight>& op, uint64_t req_offs
     a = b;
   }
   if (run_from < to) SubmitBypass(op, req_offset, run_from, to, level);
+  return Status::Ok();
+}
+
+// A direct read whose buffer is a mapping (File::Map) of a file of this
+// cache: each such page is faulted in for writing, as the kernel's pin
+// would, then pinned and referenced until the read completes, so it is not
+// evicted while the device writes it; completion re-dirties it.
+Status PinMappedTargets(CacheImpl& cache, const std::vector<std::span<std::byte>>& buffers, DirectInFlight& op) {
+  MappedRanges& mapped = cache.mapped_ranges();
+  if (mapped.empty()) return Status::Ok();
+  for (size_t i = 0; i < buffers.size(); i++) {
+    std::byte* const begin = buffers[i].data();
+    std::byte* const end = begin + buffers[i].size();
+    for (std::byte* at = begin; at < end;) {
+      std::byte* const page_end =
+          reinterpret_cast<std::byte*>((reinterpret_cast<uintptr_t>(at) | (kFrameSize - 1)) + 1);
+      auto hit = mapped.Find(at);
+      if (hit) {
+        AddressSpace& target = *hit->space;
+        if (!hit->writable)
+          return Status::InvalidArgument(fmt::format(
+              "direct read: buffer {} is a read-only mapping of '{}' at {:#x}", i, target.device().Info().name,
+              reinterpret_cast<uintptr_t>(at)));
+        if (hit->idx >= target.EofPages())
+          return Status::InvalidArgument(fmt::format(
+              "direct read: buffer {} maps page {} of '{}', past its end (a store there raises SIGBUS)", i, hit->idx,
+              target.device().Info().name));
+        PageRef page;
+        for (int tries = 0; !page && tries < 1000; tries++) {
+          // An atomic no-op store: it faults the page in and write-enables
+          // it (the mapping's page_mkwrite dirties it) without losing a
+          // concurrent store to the same byte.
+          __atomic_fetch_or(reinterpret_cast<unsigned char*>(at), 0, __ATOMIC_RELAXED);
+          page = target.FindGet(hit->idx);
+          if (!page) continue;  // written back and evicted already
+          page->Pin();
+          if (page->Test(Page::kDetached)) {
+            page->Unpin();
+            page = PageRef();
+          }
+        }
+        if (!page)
+          return Status::IoError(fmt::format("direct read: could not pin mapped page {} of '{}' for the read", hit->idx,
+                                             target.device().Info().name));
+        op.pinned.emplace_back(std::move(hit->space), std::move(page));
+      }
+      at = std::min(end, page_end);
+    }
+  }
   return Status::Ok();
 }
 
@@ -168,6 +227,13 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   op->buffers = RequestBuffers(std::move(req.buffers));
   op->done = std::move(done);
   op->write = write;
+  // Before this file's invalidate lock: the pages may be this file's own.
+  if (!write) {
+    if (Status st = PinMappedTargets(*cache_, op->buffers.buffers(), *op); !st.ok()) {
+      for (auto& pinned : op->pinned) pinned.second->Unpin();
+      return st;
+    }
+  }
 
   std::shared_lock il(as.invalidate_lock(), std::defer_lock);
   for (;;) {

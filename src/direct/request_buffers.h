@@ -17,6 +17,7 @@ class RequestBuffers {
   RequestBuffers() = default;
   explicit RequestBuffers(std::vector<std::span<std::byte>> buffers);
 
+  const std::vector<std::span<std::byte>>& buffers() const { return buffers_; }
   uint64_t total() const { return starts_.empty() ? 0 : starts_.back(); }
   // Appends segments for request bytes [from, to) to `bio`, no copy.
   void AddSegments(Bio& bio, uint64_t from, uint64_t to) const;

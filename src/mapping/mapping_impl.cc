@@ -1,5 +1,7 @@
 #include "mapping/mapping_impl.h"
 
+#include "cache/cache_impl.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -107,6 +109,7 @@ Status MappingImpl::Start() {
   as_->AddView(this);
   registered_view_ = true;
   handler_ = std::thread([this] { Run(); });
+  as_->cache().mapped_ranges().Add(base_, length_, as_.get(), offset_ >> 12, writable_);
   return Status::Ok();
 }
 
@@ -125,6 +128,8 @@ Status MappingImpl::Unmap() {
 }
 
 void MappingImpl::Teardown() {
+  // No direct read finds the range from now on.
+  if (base_ != nullptr) as_->cache().mapped_ranges().Remove(base_);
   // No page_mkclean reaches a view on its way out.
   if (registered_view_) as_->RemoveView(this);
   registered_view_ = false;
