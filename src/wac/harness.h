@@ -97,6 +97,24 @@ bool StoreCatchingSigbus(std::byte* dst, const std::byte* src, size_t n);
 // Adds a bad block to the run (keeps the first 32).
 void NoteBadBlock(WacRun& run, uint64_t block, std::string kind);
 
+// How a writer stores one op, the same on both targets: A write()s, B
+// stores through a mapping, C: odd writers mapped, even ones write(); D:
+// odd mapped, even direct; E direct; F picks mapped or direct per op.
+enum class WriterHow { kWrite, kMapped, kDirect };
+inline WriterHow HowFor(Profile p, uint32_t writer, std::mt19937_64& rng) {
+  switch (p) {
+    case Profile::kA: return WriterHow::kWrite;
+    case Profile::kB: return WriterHow::kMapped;
+    case Profile::kC: return writer % 2 == 1 ? WriterHow::kMapped : WriterHow::kWrite;
+    case Profile::kD: return writer % 2 == 1 ? WriterHow::kMapped : WriterHow::kDirect;
+    case Profile::kE: return WriterHow::kDirect;
+    case Profile::kF: return rng() % 2 == 0 ? WriterHow::kMapped : WriterHow::kDirect;
+  }
+  return WriterHow::kWrite;
+}
+inline bool AnyMapped(Profile p) { return p != Profile::kA && p != Profile::kE; }
+inline bool AnyDirect(Profile p) { return p == Profile::kD || p == Profile::kE || p == Profile::kF; }
+
 // Nanoseconds since an arbitrary epoch.
 uint64_t NowNs();
 

@@ -26,21 +26,6 @@ namespace stablecache::wac {
 
 namespace {
 
-// How a writer stores an op: the same split as the library target.
-enum class How { kWrite, kMapped, kDirect };
-How HowFor(Profile p, uint32_t writer, std::mt19937_64& rng) {
-  switch (p) {
-    case Profile::kA: return How::kWrite;
-    case Profile::kB: return How::kMapped;
-    case Profile::kC: return writer % 2 == 1 ? How::kMapped : How::kWrite;
-    case Profile::kD: return writer % 2 == 1 ? How::kMapped : How::kDirect;
-    case Profile::kE: return How::kDirect;
-    case Profile::kF: return rng() % 2 == 0 ? How::kMapped : How::kDirect;
-  }
-  return How::kWrite;
-}
-bool AnyMapped(Profile p) { return p != Profile::kA && p != Profile::kE; }
-bool Direct(Profile p) { return p == Profile::kD || p == Profile::kE || p == Profile::kF; }
 
 // One writer's io_uring, for its direct writes.
 struct Ring {
@@ -134,8 +119,8 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
   if (fd.get() < 0) return Err(Status::FromErrno(errno, fmt::format("open {}", path)));
   if (::ftruncate(fd.get(), static_cast<off_t>(cfg.file_size)) != 0)
     return Err(Status::FromErrno(errno, fmt::format("ftruncate {}", path)));
-  Fd dfd(Direct(cfg.profile) ? ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC) : -1);
-  if (Direct(cfg.profile) && dfd.get() < 0) {
+  Fd dfd(AnyDirect(cfg.profile) ? ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC) : -1);
+  if (AnyDirect(cfg.profile) && dfd.get() < 0) {
     if (errno != EINVAL) return Err(Status::FromErrno(errno, fmt::format("open {} with O_DIRECT", path)));
     run.verdict = "unsupported";
     run.note = fmt::format("the filesystem under {} does not support O_DIRECT", cfg.target);
@@ -144,7 +129,7 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
   // write() writers use the buffered fd, direct writers the O_DIRECT one
   // through their ring; mapped writers map the buffered fd.
   std::vector<std::unique_ptr<Ring>> rings;
-  if (Direct(cfg.profile)) {
+  if (AnyDirect(cfg.profile)) {
     for (uint32_t w = 0; w < cfg.threads; w++) {
       rings.push_back(std::make_unique<Ring>());
       int rc = io_uring_queue_init(2, &rings.back()->ring, 0);
@@ -167,8 +152,8 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
     alignas(4096) std::byte buf[kBlockSize];
     const uint64_t b = rng() % blocks;
     const off_t off = static_cast<off_t>(b * kBlockSize);
-    const How how = HowFor(cfg.profile, w, rng);
-    if (how == How::kDirect) {
+    const WriterHow how = HowFor(cfg.profile, w, rng);
+    if (how == WriterHow::kDirect) {
       SC_RETURN_IF_ERROR(table.StoreScribbled(b, w, [&](const BlockId& id, const BlockId& alt) -> Status {
         std::byte content[kBlockSize], scribble[kBlockSize];
         FillBlock(id, content);
@@ -184,7 +169,7 @@ Result<WacRun> RunOnDirectory(const WacConfig& cfg, const Progress& progress) {
       }));
       return Status::Ok();
     }
-    const bool mapped = how == How::kMapped;
+    const bool mapped = how == WriterHow::kMapped;
     const int io = fd.get();
     SC_RETURN_IF_ERROR(table.Store(b, w, [&](const BlockId& id) -> Status {
       FillBlock(id, buf);

@@ -141,23 +141,9 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   co.capacity_bytes = std::max<uint64_t>(cfg.file_size + (16 << 20), 32 << 20);
   auto cache = Cache::Create(co);
   if (!cache) return Err(cache.error());
-  // Who stores how: A write(); B mapped; C and D odd writers mapped, even
-  // ones write() (C) or direct (D); E direct; F each op picks mapped or
-  // direct at random.
+  // Who stores how: HowFor (wac/harness.h).
   const Profile prof = cfg.profile;
-  enum class How { kWrite, kMapped, kDirect };
-  auto how = [&](uint32_t w, std::mt19937_64& rng) {
-    switch (prof) {
-      case Profile::kA: return How::kWrite;
-      case Profile::kB: return How::kMapped;
-      case Profile::kC: return w % 2 == 1 ? How::kMapped : How::kWrite;
-      case Profile::kD: return w % 2 == 1 ? How::kMapped : How::kDirect;
-      case Profile::kE: return How::kDirect;
-      case Profile::kF: return rng() % 2 == 0 ? How::kMapped : How::kDirect;
-    }
-    return How::kWrite;
-  };
-  const bool any_mapped = prof != Profile::kA && prof != Profile::kE;
+  const bool any_mapped = AnyMapped(prof);
   FileOptions fo;
   fo.initial_size = cfg.file_size;
   fo.mappable = any_mapped;
@@ -217,9 +203,9 @@ Result<WacRun> RunOnLibrary(const WacConfig& cfg, const Progress& progress) {
   auto step = [&](uint32_t w, std::mt19937_64& rng, LatencyHistogram& lat) -> Status {
     alignas(64) std::byte buf[kBlockSize];
     const uint64_t b = rng() % blocks;
-    const How h = how(w, rng);
-    if (h == How::kDirect) return direct_store(b, w, lat);
-    const bool mapped = h == How::kMapped;
+    const WriterHow h = HowFor(prof, w, rng);
+    if (h == WriterHow::kDirect) return direct_store(b, w, lat);
+    const bool mapped = h == WriterHow::kMapped;
     bool bus = false;
     Status stored = table.Store(b, w, [&](const BlockId& id) -> Status {
       FillBlock(id, buf);
