@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <vector>
@@ -104,12 +105,19 @@ class DirectQueue {
   uint32_t depth() const { return depth_; }
 
  private:
+  // Shared with every request in flight: a completion wakes the waiters
+  // after it unlocks (so the woken thread does not block again on the
+  // mutex the completion still holds), and its reference keeps the state
+  // alive past the destructor, which may run as soon as in_flight drops.
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    uint32_t in_flight = 0;        // GUARDED_BY(mu)
+    std::deque<Completion> ready;  // GUARDED_BY(mu)
+  };
   File& file_;
   const uint32_t depth_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  uint32_t in_flight_ = 0;             // GUARDED_BY(mu_)
-  std::deque<Completion> ready_;       // GUARDED_BY(mu_)
+  std::shared_ptr<State> s_;
 };
 
 }  // namespace stablecache

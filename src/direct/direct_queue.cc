@@ -3,49 +3,61 @@
 
 namespace stablecache {
 
-DirectQueue::DirectQueue(File& file, uint32_t depth) : file_(file), depth_(depth == 0 ? 1 : depth) {}
+DirectQueue::DirectQueue(File& file, uint32_t depth)
+    : file_(file), depth_(depth == 0 ? 1 : depth), s_(std::make_shared<State>()) {}
 
 DirectQueue::~DirectQueue() {
-  std::unique_lock lk(mu_);
-  cv_.wait(lk, [&] { return in_flight_ == 0; });
+  std::unique_lock lk(s_->mu);
+  s_->cv.wait(lk, [&] { return s_->in_flight == 0; });
 }
 
 Status DirectQueue::Submit(DirectRequest req, uint64_t tag) {
+  State& s = *s_;
   {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return in_flight_ < depth_; });
-    in_flight_++;
+    std::unique_lock lk(s.mu);
+    s.cv.wait(lk, [&] { return s.in_flight < depth_; });
+    s.in_flight++;
   }
-  Status st = file_.SubmitDirect(std::move(req), [this, tag](Result<size_t> r) {
-    // Notified under the lock: once in_flight_ drops, the destructor may
-    // run, so nothing of the queue is touched after the unlock.
-    std::lock_guard lk(mu_);
-    ready_.push_back(Completion{tag, std::move(r)});
-    in_flight_--;
-    cv_.notify_all();
+  Status st = file_.SubmitDirect(std::move(req), [state = s_, tag](Result<size_t> r) {
+    // Only the shared state is touched: the queue itself may be gone as
+    // soon as in_flight drops. Notified after the unlock, so the woken
+    // thread finds the mutex free (a notify under the lock wakes it only
+    // to block on the mutex, one more sleep and wake-up per completion).
+    {
+      std::lock_guard lk(state->mu);
+      state->ready.push_back(Completion{tag, std::move(r)});
+      state->in_flight--;
+    }
+    state->cv.notify_all();
   });
   if (!st.ok()) {
-    std::lock_guard lk(mu_);
-    in_flight_--;
-    cv_.notify_all();
+    {
+      std::lock_guard lk(s.mu);
+      s.in_flight--;
+    }
+    s.cv.notify_all();
   }
   return st;
 }
 
 std::vector<DirectQueue::Completion> DirectQueue::Reap(size_t min_complete) {
-  std::unique_lock lk(mu_);
-  cv_.wait(lk, [&] { return ready_.size() >= min_complete || ready_.size() + in_flight_ < min_complete || in_flight_ == 0; });
-  std::vector<Completion> out(std::make_move_iterator(ready_.begin()), std::make_move_iterator(ready_.end()));
-  ready_.clear();
+  State& s = *s_;
+  std::unique_lock lk(s.mu);
+  s.cv.wait(lk, [&] {
+    return s.ready.size() >= min_complete || s.ready.size() + s.in_flight < min_complete || s.in_flight == 0;
+  });
+  std::vector<Completion> out(std::make_move_iterator(s.ready.begin()), std::make_move_iterator(s.ready.end()));
+  s.ready.clear();
   return out;
 }
 
 Status DirectQueue::Drain() {
+  State& s = *s_;
   std::deque<Completion> done;
   {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return in_flight_ == 0; });
-    done.swap(ready_);
+    std::unique_lock lk(s.mu);
+    s.cv.wait(lk, [&] { return s.in_flight == 0; });
+    done.swap(s.ready);
   }
   Status first;
   for (auto& c : done)
@@ -54,8 +66,8 @@ Status DirectQueue::Drain() {
 }
 
 uint32_t DirectQueue::InFlight() const {
-  std::lock_guard lk(mu_);
-  return in_flight_;
+  std::lock_guard lk(s_->mu);
+  return s_->in_flight;
 }
 
 }  // namespace stablecache
