@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -118,6 +119,20 @@ class BlockDevice : public std::enable_shared_from_this<BlockDevice> {
   // pages that a later mapping at the same address would alias. REQUIRES:
   // no bio pointing into the region is in flight. Default: forward down.
   virtual void UnregisterMemory(std::span<std::byte> region) { (void)region; }
+
+  // Completion polling, for a caller that waits for its own bio (direct
+  // I/O): reaps and runs completions of this stack on the calling thread
+  // until done() holds, as an io_uring user that submits and waits on one
+  // thread does, instead of sleeping until a device thread completes the
+  // bio and wakes it (a second wake-up per I/O). Completions of other bios
+  // may run on the caller's thread meanwhile. Returns false at once, having
+  // done nothing, when the stack cannot complete bios that way (a layer
+  // completes on threads of its own): the caller then waits as usual.
+  // Default: false. Layers that complete inline forward it down.
+  virtual bool PollUntil(const std::function<bool()>& done) {
+    (void)done;
+    return false;
+  }
 
   // Appends this layer's counters, then those of the layers below.
   virtual void CollectStats(std::vector<LayerStats>& out) const = 0;

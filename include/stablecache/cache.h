@@ -177,6 +177,13 @@ class File {
   // returns; the rest is in flight. Returns an error, and never runs
   // `done`, when the request is refused before any I/O.
   virtual Status SubmitDirect(DirectRequest req, DirectCallback done) = 0;
+  // Runs completions of this file's stack on the calling thread until
+  // done() holds (BlockDevice::PollUntil), so a thread waiting for its own
+  // direct I/O is not woken by a device thread: one wake-up per I/O instead
+  // of two. Returns false, having done nothing, when the stack cannot (a
+  // layer completes on threads of its own); then wait as usual. DirectIo
+  // and DirectQueue::Reap use it.
+  virtual bool PollDirect(const std::function<bool()>& done) = 0;
 };
 
 }  // namespace stablecache

@@ -32,6 +32,7 @@ class FileHandle final : public File {
   Result<size_t> DirectWrite(uint64_t offset, std::span<const std::byte> data, Stability stability) override;
   Result<size_t> DirectIo(const DirectRequest& req) override;
   Status SubmitDirect(DirectRequest req, DirectCallback done) override;
+  bool PollDirect(const std::function<bool()>& done) override { return as_->device().PollUntil(done); }
 
  private:
   // Every operation holds an OpGuard while it runs; Close (and the

@@ -85,6 +85,7 @@ Result<std::shared_ptr<FileDevice>> FileDevice::Open(const FileDeviceOptions& op
   dev->info_.name = fmt::format("file:{}", opts.path);
   dev->info_.size_bytes = size;
   dev->info_.logical_block_size = 512;
+  dev->can_poll_ = (dev->ring_.features & IORING_FEAT_EXT_ARG) != 0;
   dev->reaper_.Start([d = dev.get()] { d->Reap(); });
   return dev;
 }
@@ -224,6 +225,10 @@ void FileDevice::Reap() {
 
 bool FileDevice::ReapOne() {
   for (;;) {
+    {
+      std::unique_lock lk(cq_mu_);
+      cq_cv_.wait(lk, [&] { return pollers_ == 0; });
+    }
     io_uring_cqe* cqe = nullptr;
     int rc = io_uring_wait_cqe(&ring_, &cqe);
     if (rc == -EINTR || rc == -EAGAIN || rc == -ETIME) continue;
@@ -231,14 +236,75 @@ bool FileDevice::ReapOne() {
       fmt::print(stderr, "stablecache: io_uring_wait_cqe on {} failed: {}\n", path_, std::strerror(-rc));
       return false;
     }
-    uint64_t data = io_uring_cqe_get_data64(cqe);
-    int res = cqe->res;
-    io_uring_cqe_seen(&ring_, cqe);
-    if (data == kStopToken) return false;
+    uint64_t data;
+    int res;
+    {
+      std::lock_guard lk(cq_mu_);
+      if (pollers_ > 0) continue;  // a poller came meanwhile: it reaps this one
+      if (io_uring_peek_cqe(&ring_, &cqe) != 0) continue;
+      data = io_uring_cqe_get_data64(cqe);
+      res = cqe->res;
+      io_uring_cqe_seen(&ring_, cqe);
+      if (data == kStopToken) return false;
+      reaper_busy_ = true;
+    }
     TakeFromKernel(reinterpret_cast<Op*>(data));
     FinishOp(reinterpret_cast<Op*>(data), res);
+    if (CompletionThread::OwnerGone()) return true;  // that completion destroyed the device
+    {
+      std::lock_guard lk(cq_mu_);
+      reaper_busy_ = false;
+    }
+    cq_cv_.notify_all();
     return true;
   }
+}
+
+bool FileDevice::PollUntil(const std::function<bool()>& done) {
+  if (!can_poll_) return false;
+  {
+    std::unique_lock lk(cq_mu_);
+    pollers_++;
+    cq_cv_.wait(lk, [&] { return !reaper_busy_; });
+  }
+  bool ok = true;
+  std::vector<std::pair<Op*, int>> batch;
+  while (!done()) {
+    // Waits for any completion, consuming none; a completion another
+    // poller took is noticed within the millisecond.
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts{.tv_sec = 0, .tv_nsec = 1'000'000};
+    int rc = io_uring_wait_cqe_timeout(&ring_, &cqe, &ts);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN) {
+      ok = false;  // the reaper takes over; the caller waits as usual
+      break;
+    }
+    {
+      std::lock_guard lk(cq_mu_);
+      while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+        const uint64_t data = io_uring_cqe_get_data64(cqe);
+        const int res = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+        if (data == kStopToken) {
+          // Sent only by a destructor, which a poller's reference rules out.
+          fmt::print(stderr, "stablecache: {} polled while being destroyed\n", path_);
+          std::abort();
+        }
+        batch.emplace_back(reinterpret_cast<Op*>(data), res);
+      }
+    }
+    for (auto [op, res] : batch) {
+      TakeFromKernel(op);
+      FinishOp(op, res);
+    }
+    batch.clear();
+  }
+  {
+    std::lock_guard lk(cq_mu_);
+    pollers_--;
+  }
+  cq_cv_.notify_all();
+  return ok;
 }
 
 void FileDevice::FinishOp(Op* op, int res) {

@@ -18,6 +18,8 @@
 
 #include <atomic>
 #include <memory>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -52,6 +54,10 @@ class FileDevice final : public BlockDevice {
   void CollectStats(std::vector<LayerStats>& out) const override {
     out.push_back(counters_.Snapshot(info_.name));
   }
+  // Reaps the ring on the calling thread (BlockDevice::PollUntil) when the
+  // kernel can wait for completions with a timeout and no SQE
+  // (IORING_FEAT_EXT_ARG); the reaper thread stands aside meanwhile.
+  bool PollUntil(const std::function<bool()>& done) override;
   bool direct() const { return direct_fd_ >= 0; }
   bool fixed_buffers() const { return registered_.load(); }
 
@@ -78,6 +84,14 @@ class FileDevice final : public BlockDevice {
   size_t reg_len_ = 0;             // GUARDED_BY(sq_mu_)
   unsigned reg_users_ = 0;         // GUARDED_BY(sq_mu_)
   CompletionThread reaper_;
+  // Who consumes completions: the reaper, unless a caller polls. A poller
+  // first waits for the completion the reaper is finishing, so its done()
+  // sees it; the reaper waits while any poller is in.
+  std::mutex cq_mu_;
+  std::condition_variable cq_cv_;
+  unsigned pollers_ = 0;      // GUARDED_BY(cq_mu_)
+  bool reaper_busy_ = false;  // GUARDED_BY(cq_mu_): finishing a completion it took
+  bool can_poll_ = false;
   std::atomic<uint64_t> in_flight_{0};  // requests submitted and not yet completed
   mutable LayerCounters counters_;
 };

@@ -22,6 +22,8 @@ class VerifyDevice final : public StackedDevice {
       : StackedDevice(std::move(lower), "verify", Stability::kUnstable) {}
   void Submit(BioPtr bio) override;
   void CollectStats(std::vector<LayerStats>& out) const override;
+  // Its completions run inline on the lower device's: pollable if it is.
+  bool PollUntil(const std::function<bool()>& done) override { return lower_->PollUntil(done); }
   // Byte offsets of the blocks seen modified in flight (first 1024).
   std::vector<uint64_t> ModifiedOffsets() const;
 

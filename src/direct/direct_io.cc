@@ -3,7 +3,7 @@
 // completion that ends the request.
 #include <algorithm>
 #include <cstring>
-#include <future>
+#include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
 
@@ -331,10 +331,28 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
 }
 
 Result<size_t> FileHandle::DirectIo(const DirectRequest& req) {
-  std::promise<Result<size_t>> result;
-  auto fut = result.get_future();
-  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(req, [&result](Result<size_t> r) { result.set_value(std::move(r)); }));
-  return fut.get();
+  // Shared with the completion, which may still be unwinding when the
+  // waiter has returned.
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::atomic<bool> ready{false};
+    Result<size_t> result = size_t{0};
+  };
+  auto w = std::make_shared<Wait>();
+  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(req, [w](Result<size_t> r) {
+    {
+      std::lock_guard lk(w->mu);
+      w->result = std::move(r);
+      w->ready.store(true, std::memory_order_release);
+    }
+    w->cv.notify_all();
+  }));
+  if (!w->ready.load(std::memory_order_acquire))
+    (void)PollDirect([&w] { return w->ready.load(std::memory_order_acquire); });
+  std::unique_lock lk(w->mu);
+  w->cv.wait(lk, [&] { return w->ready.load(std::memory_order_relaxed); });
+  return std::move(w->result);
 }
 
 Result<size_t> FileHandle::DirectRead(uint64_t offset, std::span<std::byte> buf, Stability stability) {

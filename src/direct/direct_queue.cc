@@ -42,10 +42,21 @@ Status DirectQueue::Submit(DirectRequest req, uint64_t tag) {
 
 std::vector<DirectQueue::Completion> DirectQueue::Reap(size_t min_complete) {
   State& s = *s_;
-  std::unique_lock lk(s.mu);
-  s.cv.wait(lk, [&] {
+  auto enough = [&] {
     return s.ready.size() >= min_complete || s.ready.size() + s.in_flight < min_complete || s.in_flight == 0;
-  });
+  };
+  std::unique_lock lk(s.mu);
+  if (!enough()) {
+    // Reap on this thread where the stack allows it (File::PollDirect):
+    // no device thread has to wake this one.
+    lk.unlock();
+    (void)file_.PollDirect([&] {
+      std::lock_guard plk(s.mu);
+      return enough();
+    });
+    lk.lock();
+  }
+  s.cv.wait(lk, enough);
   std::vector<Completion> out(std::make_move_iterator(s.ready.begin()), std::make_move_iterator(s.ready.end()));
   s.ready.clear();
   return out;
