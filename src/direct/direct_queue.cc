@@ -34,7 +34,8 @@ Status DirectQueue::Submit(DirectRequest req, uint64_t tag) {
 
 std::vector<DirectQueue::Completion> DirectQueue::Reap(size_t min_complete) {
   std::unique_lock lk(mu_);
-  cv_.wait(lk, [&] { return ready_.size() >= min_complete || ready_.size() + in_flight_ < min_complete || in_flight_ == 0; });
+  // Fewer than asked only once nothing more is in flight.
+  cv_.wait(lk, [&] { return ready_.size() >= min_complete || in_flight_ == 0; });
   std::vector<Completion> out(std::make_move_iterator(ready_.begin()), std::make_move_iterator(ready_.end()));
   ready_.clear();
   return out;
