@@ -95,12 +95,16 @@ class DirectQueue {
   // before any I/O (misalignment, a closed file) is returned here and no
   // completion is queued.
   Status Submit(DirectRequest req, uint64_t tag);
-  // Waits until at least `min_complete` completions are ready (fewer if
-  // less are in flight), then returns every ready one.
+  // Waits until at least `min_complete` completions are ready, or nothing
+  // is in flight any more, then returns every ready one. Where the stack
+  // allows (File::PollDirect), the completions run on this thread.
   std::vector<Completion> Reap(size_t min_complete = 1);
   // Waits for every request in flight; returns the first error among the
   // completions it reaped (the completions are dropped).
   Status Drain();
+  // Requests submitted whose completion has not run yet. Completions that
+  // ran but were not reaped are not counted: loop on Reap until it returns
+  // what was submitted, not on InFlight() alone.
   uint32_t InFlight() const;
   uint32_t depth() const { return depth_; }
 

@@ -254,6 +254,9 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   if (!write) {
     const uint64_t size = as.size();
     if (offset >= size) {
+      // Not under the invalidate lock: the callback may chain more I/O
+      // (an appending write takes the lock exclusive).
+      il.unlock();
       op->Finish();
       return Status::Ok();
     }

@@ -42,9 +42,8 @@ Status DirectQueue::Submit(DirectRequest req, uint64_t tag) {
 
 std::vector<DirectQueue::Completion> DirectQueue::Reap(size_t min_complete) {
   State& s = *s_;
-  auto enough = [&] {
-    return s.ready.size() >= min_complete || s.ready.size() + s.in_flight < min_complete || s.in_flight == 0;
-  };
+  // Fewer than asked only once nothing more is in flight.
+  auto enough = [&] { return s.ready.size() >= min_complete || s.in_flight == 0; };
   std::unique_lock lk(s.mu);
   if (!enough()) {
     // Reap on this thread where the stack allows it (File::PollDirect):
