@@ -140,12 +140,11 @@ TEST(DirectAdversary, ReapWaitsForWhatIsInFlightWhenFewerThanAsked) {
 // bio reads the caller's buffer while the write holds its range against
 // page creation; the fault of the mapping needs a page in that range, so it
 // waits for the write, which waits for the copy that faulted. Linux faults
-// the buffer in before it takes its locks; here the call never returns.
-// DISABLED until fixed: likely fix is PinMappedTargets for writes too
-// (fault each source page in for read and pin it before AcquireWrite, unpin
-// in Finish), so the copy cannot fault; a pinned page in the write's own
-// range is then cached and goes through the cache.
-TEST(DirectAdversary, DISABLED_ADirectWriteFromAMappingOfItsOwnRangeCompletes) {
+// the buffer in before it takes its locks; so does stablecache now
+// (PinMappedBuffers: each source page is faulted in and pinned before the
+// write holds anything; one in the write's own range is then cached and
+// goes through the cache).
+TEST(DirectAdversary, ADirectWriteFromAMappingOfItsOwnRangeCompletes) {
   Watchdog wd(20);
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
   auto old = Pattern(65536, 3);
@@ -225,10 +224,10 @@ TEST(DirectAdversary, ADirectReadIntoAMappingOfTheSameFileCompletes) {
 // extension happens before the I/O and is not undone, so the file reads
 // (and, after a Sync, stays) longer by zeros the caller never wrote. Linux
 // (iomap) sets i_size at completion of an extending direct write, and
-// truncates back on failure. DISABLED: undoing the extension needs the
-// invalidate lock exclusive after the I/O, which the completion cannot
-// take; not a small fix.
-TEST(DirectAdversary, DISABLED_AFailedDirectWritePastEofLeavesTheSizeAlone) {
+// truncates back on failure. Now an extending direct write runs under the
+// invalidate lock held exclusive to its completion and undoes the
+// extension if it failed.
+TEST(DirectAdversary, AFailedDirectWritePastEofLeavesTheSizeAlone) {
   Watchdog wd;
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
   auto fault = std::make_shared<FaultDevice>(mem);

@@ -284,13 +284,14 @@ TEST(Direct, TruncateWaitsForDirectIoInFlight) {
   o.mem->WaitForPendingWrites(1);
   std::thread t([&] {
     EXPECT_TRUE(o.file->Truncate(4096).ok());
-    EXPECT_TRUE(write_done.load());  // the write ended first
+    EXPECT_EQ(o.mem->PendingWrites(), 0u);  // the write's I/O ended first
     truncated = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(truncated.load());
   o.mem->ReleaseWrites();
   t.join();
+  while (!write_done.load()) std::this_thread::yield();  // its callback may still be running
   EXPECT_EQ(*o.file->Size(), 4096u);
   ASSERT_TRUE(o.file->Truncate(65536).ok());
   EXPECT_EQ(ReadAll(*o.file, 32768, 4096), std::vector<std::byte>(4096));  // truncated away: zeros

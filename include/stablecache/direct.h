@@ -5,7 +5,12 @@
 // multiples of the device's logical block size (BlockDevice::Info()); a
 // call that is not gets kInvalidArgument naming what is misaligned. A read
 // is short at end of file (the bytes of the last block past EOF are zero);
-// a write past EOF extends the file.
+// a write past EOF extends the file. It runs to its completion inside the
+// submitting call, holding the file's invalidate lock exclusive (no other
+// I/O of the file starts meanwhile), and if it fails the file keeps its old
+// size, as Linux sets i_size only when an extending direct write completes.
+// A buffer that is a mapping (File::Map) of a file of the same cache is
+// faulted in and pinned before the I/O holds anything.
 //
 // Coherency with buffered and mapped I/O (seed 002):
 //  - A direct write holds its page range while it is in flight: nobody else

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 
 #include <fmt/format.h>
@@ -31,7 +32,8 @@ struct DirectInFlight {
   size_t result = 0;
   uint64_t zero_from = 0, zero_to = 0;  // request bytes past EOF (reads)
   std::vector<uint64_t> holes;          // pages written whole that were holes
-  // Mapped pages of this cache the read writes into (PinMappedTargets).
+  // Mapped pages of this cache the read stores into or the write takes
+  // its bytes from (PinMappedBuffers).
   std::vector<std::pair<std::shared_ptr<AddressSpace>, PageRef>> pinned;
 
   std::atomic<int> pending{1};  // the 1 is the submitter's (Arm)
@@ -59,7 +61,7 @@ struct DirectInFlight {
     // are dirty now, whatever writeback did meanwhile (even on an error:
     // some bytes may have landed).
     for (auto& [space, page] : pinned) {
-      space->Redirty(page.get());
+      if (!write) space->Redirty(page.get());
       page->Unpin();
     }
     pinned.clear();
@@ -118,11 +120,14 @@ Status SplitByCache(const std::shared_ptr<DirectInFlight>& op, uint64_t req_offs
   return Status::Ok();
 }
 
-// A direct read whose buffer is a mapping (File::Map) of a file of this
-// cache: each such page is faulted in for writing, as the kernel's pin
-// would, then pinned and referenced until the read completes, so it is not
-// evicted while the device writes it; completion re-dirties it.
-Status PinMappedTargets(CacheImpl& cache, const std::vector<std::span<std::byte>>& buffers, DirectInFlight& op) {
+// A direct I/O whose buffer is a mapping (File::Map) of a file of this
+// cache: each such page is faulted in (for writing when a read stores into
+// it), as the kernel's pin would, then pinned and referenced until the I/O
+// completes, so it is not evicted meanwhile; a read's completion re-dirties
+// it. Done before the I/O holds anything: a direct write from a mapping of
+// the very pages it writes would otherwise fault on its own held range.
+Status PinMappedBuffers(CacheImpl& cache, const std::vector<std::span<std::byte>>& buffers, DirectInFlight& op) {
+  const char* what = op.write ? "direct write" : "direct read";
   MappedRanges& mapped = cache.mapped_ranges();
   if (mapped.empty()) return Status::Ok();
   for (size_t i = 0; i < buffers.size(); i++) {
@@ -134,20 +139,24 @@ Status PinMappedTargets(CacheImpl& cache, const std::vector<std::span<std::byte>
       auto hit = mapped.Find(at);
       if (hit) {
         AddressSpace& target = *hit->space;
-        if (!hit->writable)
+        if (!op.write && !hit->writable)
           return Status::InvalidArgument(fmt::format(
               "direct read: buffer {} is a read-only mapping of '{}' at {:#x}", i, target.device().Info().name,
               reinterpret_cast<uintptr_t>(at)));
         if (hit->idx >= target.EofPages())
           return Status::InvalidArgument(fmt::format(
-              "direct read: buffer {} maps page {} of '{}', past its end (a store there raises SIGBUS)", i, hit->idx,
+              "{}: buffer {} maps page {} of '{}', past its end (an access there raises SIGBUS)", what, i, hit->idx,
               target.device().Info().name));
         PageRef page;
         for (int tries = 0; !page && tries < 1000; tries++) {
-          // An atomic no-op store: it faults the page in and write-enables
-          // it (the mapping's page_mkwrite dirties it) without losing a
-          // concurrent store to the same byte.
-          __atomic_fetch_or(reinterpret_cast<unsigned char*>(at), 0, __ATOMIC_RELAXED);
+          // A read's target: an atomic no-op store faults the page in and
+          // write-enables it (the mapping's page_mkwrite dirties it)
+          // without losing a concurrent store to the same byte. A write's
+          // source: a load faults it in.
+          if (op.write)
+            (void)__atomic_load_n(reinterpret_cast<unsigned char*>(at), __ATOMIC_RELAXED);
+          else
+            __atomic_fetch_or(reinterpret_cast<unsigned char*>(at), 0, __ATOMIC_RELAXED);
           page = target.FindGet(hit->idx);
           if (!page) continue;  // written back and evicted already
           page->Pin();
@@ -157,7 +166,7 @@ Status PinMappedTargets(CacheImpl& cache, const std::vector<std::span<std::byte>
           }
         }
         if (!page)
-          return Status::IoError(fmt::format("direct read: could not pin mapped page {} of '{}' for the read", hit->idx,
+          return Status::IoError(fmt::format("{}: could not pin mapped page {} of '{}'", what, hit->idx,
                                              target.device().Info().name));
         op.pinned.emplace_back(std::move(hit->space), std::move(page));
       }
@@ -228,20 +237,32 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   op->done = std::move(done);
   op->write = write;
   // Before this file's invalidate lock: the pages may be this file's own.
-  if (!write) {
-    if (Status st = PinMappedTargets(*cache_, op->buffers.buffers(), *op); !st.ok()) {
-      for (auto& pinned : op->pinned) pinned.second->Unpin();
-      return st;
-    }
+  if (Status st = PinMappedBuffers(*cache_, op->buffers.buffers(), *op); !st.ok()) {
+    for (auto& pinned : op->pinned) pinned.second->Unpin();
+    return st;
   }
 
+  // A write past EOF extends the file and runs under the invalidate lock
+  // held exclusive, to its completion: if it fails, the size goes back, and
+  // nobody can have seen or written the bytes past the old end meanwhile
+  // (as Linux sets i_size only when an extending direct write completes).
+  // Anything else holds the lock shared while it submits.
   std::shared_lock il(as.invalidate_lock(), std::defer_lock);
+  std::unique_lock xl(as.invalidate_lock(), std::defer_lock);
+  std::optional<uint64_t> extended_from;
   for (;;) {
     if (write && end > as.size()) {
-      // Extending: exclusive, like a buffered write past EOF. The old
-      // partial last page gets its zero tail through the cache.
-      std::unique_lock xl(as.invalidate_lock());
-      if (end > as.size()) SC_RETURN_IF_ERROR(ExtendLocked(as, end));
+      xl.lock();
+      if (end > as.size()) {
+        extended_from = as.size();
+        // The old partial last page gets its zero tail through the cache.
+        if (Status st = ExtendLocked(as, end); !st.ok()) {
+          for (auto& pinned : op->pinned) pinned.second->Unpin();
+          return st;
+        }
+        break;
+      }
+      xl.unlock();
     }
     il.lock();
     if (!write || end <= as.size()) break;
@@ -250,6 +271,29 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   as.direct().BeginIo();
   guard.h = nullptr;
   op->end_op = [this] { EndAsyncOp(); };
+  // An extending write completes in this call: its completion only records
+  // the result, and the caller's callback runs here after any undo.
+  struct ExtendWait {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::atomic<bool> ready{false};
+    Result<size_t> result = size_t{0};
+  };
+  std::shared_ptr<ExtendWait> ext;
+  DirectCallback caller_done;
+  if (extended_from) {
+    ext = std::make_shared<ExtendWait>();
+    caller_done = std::move(op->done);
+    op->done = [ext](Result<size_t> r) {
+      {
+        std::lock_guard lk(ext->mu);
+        ext->result = std::move(r);
+        ext->ready.store(true, std::memory_order_release);
+      }
+      ext->cv.notify_all();
+    };
+    op->end_op = [] {};
+  }
 
   if (!write) {
     const uint64_t size = as.size();
@@ -328,8 +372,31 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
                                        as.device().Info().name, as.LastWritebackError().ToString()));
   }
   if (!st.ok()) op->Fail(st);
-  il.unlock();
+  if (!extended_from) {
+    il.unlock();
+    op->Done(op, Status::Ok());
+    return Status::Ok();
+  }
   op->Done(op, Status::Ok());
+  if (!ext->ready.load(std::memory_order_acquire))
+    (void)PollDirect([&ext] { return ext->ready.load(std::memory_order_acquire); });
+  Result<size_t> result = size_t{0};
+  {
+    std::unique_lock lk(ext->mu);
+    ext->cv.wait(lk, [&] { return ext->ready.load(std::memory_order_relaxed); });
+    result = std::move(ext->result);
+  }
+  if (!result) {
+    // Failed: the file is as long as before (the bytes it may have left on
+    // the device past the old end are no file data: holes again).
+    as.direct().WaitIdle();
+    if (Status undo = TruncateLocked(as, *extended_from); !undo.ok())
+      result = Err(Status::IoError(fmt::format("{}; restoring the file size {} failed: {}", result.error().ToString(),
+                                               *extended_from, undo.ToString())));
+  }
+  xl.unlock();
+  caller_done(std::move(result));
+  EndAsyncOp();
   return Status::Ok();
 }
 
