@@ -55,6 +55,11 @@ class Bio {
   // and the leaves do not honour it yet, so a caller needing durability
   // must still flush. The page cache never sets it.
   bool fua = false;
+  // The submitter waits for this bio by polling (BlockDevice::PollUntil):
+  // a leaf need not wake a completion thread of its own for it. It still
+  // completes within about a millisecond if nobody polls. Layers that pass
+  // the bio down as it is keep it; clones do not.
+  bool polled = false;
   Completion on_complete;
   // Owned memory that dies with the bio (bounce copies, layer scratch).
   std::vector<std::shared_ptr<void>> keep_alive;

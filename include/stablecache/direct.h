@@ -67,6 +67,11 @@ struct DirectRequest {
   uint64_t offset = 0;
   std::vector<std::span<std::byte>> buffers;
   Stability stability = Stability::kUnstable;
+  // The caller will wait for this I/O with File::PollDirect (DirectIo and
+  // DirectQueue do): the stack's device threads stand aside for it, and
+  // its completion runs on the polling thread. If nobody polls, it still
+  // completes within about a millisecond.
+  bool polled = false;
 
   uint64_t Length() const {
     uint64_t n = 0;
@@ -124,6 +129,9 @@ class DirectQueue {
     uint32_t in_flight = 0;        // GUARDED_BY(mu)
     std::deque<Completion> ready;  // GUARDED_BY(mu)
   };
+  template <typename Pred>
+  void WaitUntil(std::unique_lock<std::mutex>& lk, Pred pred);
+
   File& file_;
   const uint32_t depth_;
   std::shared_ptr<State> s_;

@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -45,6 +46,7 @@ struct FileDevice::Op {
 
 struct FileDevice::Request {
   BioPtr bio;
+  bool polled = false;
   int fd;
   std::vector<Op> ops;
   std::atomic<size_t> remaining{0};
@@ -100,6 +102,11 @@ FileDevice::~FileDevice() {
     } else {
       // Dropped with I/O in flight: let it finish first.
       for (uint64_t n; (n = in_flight_.load()) != 0;) in_flight_.wait(n);
+      {
+        std::lock_guard lk(cq_mu_);
+        stopping_ = true;
+        cq_cv_.notify_all();
+      }
       std::lock_guard lk(sq_mu_);
       io_uring_sqe* sqe;
       while ((sqe = io_uring_get_sqe(&ring_)) == nullptr) SubmitQueuedLocked();
@@ -147,7 +154,15 @@ void FileDevice::Submit(BioPtr bio) {
   auto* req = new Request();
   in_flight_.fetch_add(1);
   Bio& b = *bio;
+  req->polled = can_poll_ && b.polled;
   req->bio = std::move(bio);
+  if (!req->polled) {
+    unpolled_.fetch_add(1);
+    if (reaper_parked_.load()) {
+      std::lock_guard lk(cq_mu_);  // the reaper checks under it: no lost wake-up
+      cq_cv_.notify_all();
+    }
+  }
   std::lock_guard lk(sq_mu_);
   if (b.op == BioOp::kFlush) {
     req->fd = buffered_fd_;
@@ -226,8 +241,17 @@ void FileDevice::Reap() {
 bool FileDevice::ReapOne() {
   for (;;) {
     {
+      // Stand aside while a caller polls, and while only polled requests
+      // are in flight (their submitters reap them); look every millisecond
+      // in case one does not.
       std::unique_lock lk(cq_mu_);
-      cq_cv_.wait(lk, [&] { return pollers_ == 0; });
+      auto mine = [&] { return stopping_ || (pollers_ == 0 && unpolled_.load() > 0); };
+      while (!mine()) {
+        reaper_parked_.store(true);
+        const bool woken = cq_cv_.wait_for(lk, std::chrono::milliseconds(1), mine);
+        reaper_parked_.store(false);
+        if (!woken && pollers_ == 0 && in_flight_.load() > 0) break;  // nobody polled: reap it
+      }
     }
     io_uring_cqe* cqe = nullptr;
     int rc = io_uring_wait_cqe(&ring_, &cqe);
@@ -302,8 +326,8 @@ bool FileDevice::PollUntil(const std::function<bool()>& done) {
   {
     std::lock_guard lk(cq_mu_);
     pollers_--;
+    if (pollers_ == 0 && unpolled_.load() > 0) cq_cv_.notify_all();  // the reaper's turn
   }
-  cq_cv_.notify_all();
   return ok;
 }
 
@@ -371,7 +395,9 @@ void FileDevice::FinishOp(Op* op, int res) {
     final_status = req->status;
   }
   BioPtr bio = std::move(req->bio);
+  const bool polled = req->polled;
   owned.reset();
+  if (!polled) unpolled_.fetch_sub(1);
   // Counted out before the completion, which may destroy this device.
   if (in_flight_.fetch_sub(1) == 1) in_flight_.notify_all();
   Bio::Complete(std::move(bio), final_status);

@@ -91,7 +91,13 @@ class FileDevice final : public BlockDevice {
   std::condition_variable cq_cv_;
   unsigned pollers_ = 0;      // GUARDED_BY(cq_mu_)
   bool reaper_busy_ = false;  // GUARDED_BY(cq_mu_): finishing a completion it took
+  bool stopping_ = false;     // GUARDED_BY(cq_mu_): the destructor's stop token is coming
   bool can_poll_ = false;
+  // Requests whose submitter does not poll (Bio::polled false): while there
+  // are none, the reaper stands aside (it looks every millisecond anyway),
+  // so a polled I/O wakes one thread, its submitter, not two.
+  std::atomic<uint64_t> unpolled_{0};
+  std::atomic<bool> reaper_parked_{false};
   std::atomic<uint64_t> in_flight_{0};  // requests submitted and not yet completed
   mutable LayerCounters counters_;
 };

@@ -28,6 +28,7 @@ struct DirectInFlight {
   DirectCallback done;
   std::function<void()> end_op;   // the handle's async-op count
   bool write = false;
+  bool polled = false;  // DirectRequest::polled
   bool holds_range = false;
   size_t result = 0;
   uint64_t zero_from = 0, zero_to = 0;  // request bytes past EOF (reads)
@@ -82,6 +83,7 @@ void SubmitBypass(const std::shared_ptr<DirectInFlight>& op, uint64_t req_offset
   for (uint64_t at = from; at < to;) {
     const uint64_t end = std::min(to, at + kMaxBypassBio);
     auto bio = Bio::Make(op->write ? BioOp::kWrite : BioOp::kRead, at, level);
+    bio->polled = op->polled;
     op->buffers.AddSegments(*bio, at - req_offset, end - req_offset);
     op->pending.fetch_add(1, std::memory_order_relaxed);
     bio->on_complete = [op](BioPtr, Status st) { op->Done(op, st); };
@@ -236,6 +238,7 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   op->buffers = RequestBuffers(std::move(req.buffers));
   op->done = std::move(done);
   op->write = write;
+  op->polled = req.polled;
   // Before this file's invalidate lock: the pages may be this file's own.
   if (Status st = PinMappedBuffers(*cache_, op->buffers.buffers(), *op); !st.ok()) {
     for (auto& pinned : op->pinned) pinned.second->Unpin();
@@ -410,7 +413,9 @@ Result<size_t> FileHandle::DirectIo(const DirectRequest& req) {
     Result<size_t> result = size_t{0};
   };
   auto w = std::make_shared<Wait>();
-  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(req, [w](Result<size_t> r) {
+  DirectRequest polled = req;
+  polled.polled = true;
+  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(std::move(polled), [w](Result<size_t> r) {
     {
       std::lock_guard lk(w->mu);
       w->result = std::move(r);
