@@ -57,7 +57,8 @@ class Bio {
   bool fua = false;
   // The submitter waits for this bio by polling (BlockDevice::PollUntil):
   // a leaf need not wake a completion thread of its own for it. It still
-  // completes within about a millisecond if nobody polls. Layers that pass
+  // completes within about a millisecond if nobody polls. Set only when the
+  // stack is Pollable() (every layer forwards the poll). Layers that pass
   // the bio down as it is keep it; clones do not.
   bool polled = false;
   Completion on_complete;

@@ -133,6 +133,10 @@ class BlockDevice : public std::enable_shared_from_this<BlockDevice> {
     (void)done;
     return false;
   }
+  // Whether PollUntil works on this stack: only then may a submitter mark
+  // its bios Bio::polled (a leaf that sees the mark stands its own
+  // completion thread aside for them).
+  virtual bool Pollable() const { return false; }
 
   // Appends this layer's counters, then those of the layers below.
   virtual void CollectStats(std::vector<LayerStats>& out) const = 0;

@@ -58,6 +58,7 @@ class FileDevice final : public BlockDevice {
   // kernel can wait for completions with a timeout and no SQE
   // (IORING_FEAT_EXT_ARG); the reaper thread stands aside meanwhile.
   bool PollUntil(const std::function<bool()>& done) override;
+  bool Pollable() const override { return can_poll_; }
   bool direct() const { return direct_fd_ >= 0; }
   bool fixed_buffers() const { return registered_.load(); }
 

@@ -24,6 +24,7 @@ class VerifyDevice final : public StackedDevice {
   void CollectStats(std::vector<LayerStats>& out) const override;
   // Its completions run inline on the lower device's: pollable if it is.
   bool PollUntil(const std::function<bool()>& done) override { return lower_->PollUntil(done); }
+  bool Pollable() const override { return lower_->Pollable(); }
   // Byte offsets of the blocks seen modified in flight (first 1024).
   std::vector<uint64_t> ModifiedOffsets() const;
 

@@ -238,7 +238,7 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   op->buffers = RequestBuffers(std::move(req.buffers));
   op->done = std::move(done);
   op->write = write;
-  op->polled = req.polled;
+  op->polled = req.polled && as.device().Pollable();  // else nobody could poll its bios
   // Before this file's invalidate lock: the pages may be this file's own.
   if (Status st = PinMappedBuffers(*cache_, op->buffers.buffers(), *op); !st.ok()) {
     for (auto& pinned : op->pinned) pinned.second->Unpin();
