@@ -243,5 +243,42 @@ TEST(PollAdversary, DirectQueuesAndWritebackThenClose) {
   });
 }
 
+// A completion that runs on the reaper thread (a request nobody polls)
+// chains an appending direct write, as an asynchronous reader would. The
+// append extends the file, so it completes inside SubmitDirect: it polls
+// (File::PollDirect), and PollUntil first waits for the reaper to finish the
+// completion it is running, which is this very one: the reaper waits for
+// itself. Before polling it waited on a condition variable for a completion
+// only the reaper could run: the same deadlock, so not new, and the
+// DirectCallback contract ("must not block on I/O of the same file") rules
+// it out. Left DISABLED: PollUntil on the reaper thread could reap without
+// waiting for reaper_busy_ (it holds the device by its own reference now),
+// which would let such a chain complete, but that is a design decision.
+TEST(PollAdversary, DISABLED_ACallbackOnTheReaperMayAppendWithADirectWrite) {
+  TempFile tmp("polladv");
+  auto dev = OpenDevice(tmp);
+  if (!dev || !dev->direct()) GTEST_SKIP() << "no O_DIRECT file device here";
+  Watchdog("append chained from a reaper completion", [&] {
+    auto cache = *Cache::Create({.capacity_bytes = 4 << 20});
+    auto file = *cache->Open(dev, {.initial_size = 8192});
+    AlignedBuf rbuf(8192), wbuf(4096);
+    ASSERT_TRUE(file->DirectWrite(0, {rbuf.p, 8192}));  // no holes: the read goes to the device
+    Tally appended;
+    Status st = file->SubmitDirect({DirectOp::kRead, 0, {std::span<std::byte>(rbuf.p, 8192)}},
+                                   [&](Result<size_t> r) {
+                                     EXPECT_TRUE(r);
+                                     Status s = file->SubmitDirect(
+                                         {DirectOp::kWrite, 8192, {std::span<std::byte>(wbuf.p, 4096)}},
+                                         [&](Result<size_t> w) { appended.Add(w ? Status::Ok() : w.error()); });
+                                     if (!s.ok()) appended.Add(s);
+                                   });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    appended.WaitFor(1);
+    EXPECT_EQ(appended.errors, 0u);
+    EXPECT_EQ(*file->Size(), 12288u);
+    EXPECT_TRUE(file->Close().ok());
+  });
+}
+
 }  // namespace
 }  // namespace stablecache
