@@ -286,6 +286,12 @@ bool FileDevice::ReapOne() {
 
 bool FileDevice::PollUntil(const std::function<bool()>& done) {
   if (!can_poll_) return false;
+  // A completion run here may drop the last other reference (another
+  // thread's Close returned once the op ended in it, and dropped the stack).
+  // The device must not be destroyed under its poller: its destructor would
+  // wait for a reaper that leaves the stop token to the poller, and this
+  // frame would touch freed memory. It goes when this returns.
+  const std::shared_ptr<BlockDevice> self = shared_from_this();
   {
     std::unique_lock lk(cq_mu_);
     pollers_++;
