@@ -249,12 +249,10 @@ TEST(PollAdversary, DirectQueuesAndWritebackThenClose) {
 // (File::PollDirect), and PollUntil first waits for the reaper to finish the
 // completion it is running, which is this very one: the reaper waits for
 // itself. Before polling it waited on a condition variable for a completion
-// only the reaper could run: the same deadlock, so not new, and the
-// DirectCallback contract ("must not block on I/O of the same file") rules
-// it out. Left DISABLED: PollUntil on the reaper thread could reap without
-// waiting for reaper_busy_ (it holds the device by its own reference now),
-// which would let such a chain complete, but that is a design decision.
-TEST(PollAdversary, DISABLED_ACallbackOnTheReaperMayAppendWithADirectWrite) {
+// only the reaper could run: the same deadlock. Decided: PollUntil on the
+// reaper thread does not wait for reaper_busy_ (it is that completion; the
+// poller holds the device by its own reference), so such a chain completes.
+TEST(PollAdversary, ACallbackOnTheReaperMayAppendWithADirectWrite) {
   TempFile tmp("polladv");
   auto dev = OpenDevice(tmp);
   if (!dev || !dev->direct()) GTEST_SKIP() << "no O_DIRECT file device here";

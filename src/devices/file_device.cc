@@ -295,7 +295,9 @@ bool FileDevice::PollUntil(const std::function<bool()>& done) {
   {
     std::unique_lock lk(cq_mu_);
     pollers_++;
-    cq_cv_.wait(lk, [&] { return !reaper_busy_; });
+    // The completion the reaper is running finishes first, so done() sees
+    // it; unless this is that completion, polling from the reaper thread.
+    if (!reaper_.OnThisThread()) cq_cv_.wait(lk, [&] { return !reaper_busy_; });
   }
   bool ok = true;
   std::vector<std::pair<Op*, int>> batch;
