@@ -28,34 +28,7 @@ using directtest::AlignedBuf;
 using testing::Pattern;
 using Bytes = std::vector<std::byte>;
 
-// Aborts the process if the test is still running after `seconds`: a hang
-// is a failure, not a stuck CI job.
-class Watchdog {
- public:
-  explicit Watchdog(int seconds = 30) {
-    t_ = std::thread([this, seconds] {
-      std::unique_lock lk(mu_);
-      if (!cv_.wait_for(lk, std::chrono::seconds(seconds), [this] { return done_; })) {
-        fprintf(stderr, "watchdog: %s hung\n", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-        std::abort();
-      }
-    });
-  }
-  ~Watchdog() {
-    {
-      std::lock_guard lk(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
-};
+using testing::Watchdog;
 
 struct Opened {
   std::shared_ptr<BlockDevice> dev;
