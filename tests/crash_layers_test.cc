@@ -15,7 +15,8 @@
 // parity of three integrity legs. The checker: crash/stack_crash_harness.h.
 //
 // STABLECACHE_CRASH_LAYERS_STATES (crash states per test, 1000; 200 under
-// ASan, 100 under TSan), STABLECACHE_CRASH_STACK_ROUNDS (workloads, 4),
+// ASan, 100 under TSan), STABLECACHE_CRASH_STACK_ROUNDS (workloads, 4; 2
+// under TSan),
 // STABLECACHE_CRASH_STACK_OPS (operations per workload, 120),
 // STABLECACHE_CRASH_CORRUPTIONS (per crash state, 2), STABLECACHE_CRASH_SEED.
 #include <chrono>
@@ -31,10 +32,13 @@ namespace {
 
 #if defined(__SANITIZE_THREAD__)
 constexpr uint64_t kDefaultStates = 100;  // TSan is here for races; the default build covers the states
+constexpr uint64_t kDefaultRounds = 2;    // and for the same reason records fewer workloads (CI time)
 #elif defined(__SANITIZE_ADDRESS__)
 constexpr uint64_t kDefaultStates = 200;
+constexpr uint64_t kDefaultRounds = 4;
 #else
 constexpr uint64_t kDefaultStates = 1000;
+constexpr uint64_t kDefaultRounds = 4;
 #endif
 
 uint64_t EnvOr(const char* name, uint64_t def) {
@@ -62,7 +66,7 @@ void RunCase(const StackShape& shape, size_t corruptions) {
   c.seed = EnvOr("STABLECACHE_CRASH_SEED", 0x5eed);
   c.corruptions = corruptions;
   auto t0 = std::chrono::steady_clock::now();
-  RoundsResult r = RunRounds(shape, EnvOr("STABLECACHE_CRASH_STACK_ROUNDS", 4), EnvOr("STABLECACHE_CRASH_STACK_OPS", 120), c);
+  RoundsResult r = RunRounds(shape, EnvOr("STABLECACHE_CRASH_STACK_ROUNDS", kDefaultRounds), EnvOr("STABLECACHE_CRASH_STACK_OPS", 120), c);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%s in %lld ms\n", r.Line(shape).c_str(), static_cast<long long>(ms));
   ASSERT_EQ(r.error, "");
