@@ -265,10 +265,7 @@ bool FileDevice::ReapOne() {
     {
       std::lock_guard lk(cq_mu_);
       if (pollers_ > 0) continue;  // a poller came meanwhile: it reaps this one
-      if (io_uring_peek_cqe(&ring_, &cqe) != 0) continue;
-      data = io_uring_cqe_get_data64(cqe);
-      res = cqe->res;
-      io_uring_cqe_seen(&ring_, cqe);
+      if (!TakeCqeLocked(&data, &res)) continue;
       if (data == kStopToken) return false;
       reaper_busy_ = true;
     }
@@ -282,6 +279,15 @@ bool FileDevice::ReapOne() {
     cq_cv_.notify_all();
     return true;
   }
+}
+
+bool FileDevice::TakeCqeLocked(uint64_t* data, int* res) {
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_peek_cqe(&ring_, &cqe) != 0) return false;
+  *data = io_uring_cqe_get_data64(cqe);
+  *res = cqe->res;
+  io_uring_cqe_seen(&ring_, cqe);
+  return true;
 }
 
 bool FileDevice::PollUntil(const std::function<bool()>& done) {
@@ -313,10 +319,9 @@ bool FileDevice::PollUntil(const std::function<bool()>& done) {
     }
     {
       std::lock_guard lk(cq_mu_);
-      while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-        const uint64_t data = io_uring_cqe_get_data64(cqe);
-        const int res = cqe->res;
-        io_uring_cqe_seen(&ring_, cqe);
+      uint64_t data;
+      int res;
+      while (TakeCqeLocked(&data, &res)) {
         if (data == kStopToken) {
           // Sent only by a destructor, which a poller's reference rules out.
           fmt::print(stderr, "stablecache: {} polled while being destroyed\n", path_);

@@ -71,6 +71,9 @@ class FileDevice final : public BlockDevice {
   // failed for good, or on the stop token.
   bool ReapOne();
   void FinishOp(Op* op, int res);
+  // Consumes the completion at the head of the ring, if any: its user data
+  // and result. REQUIRES: cq_mu_ held (the reaper and pollers both take).
+  bool TakeCqeLocked(uint64_t* data, int* res);
   void EnqueueLocked(Request* req);
   void SubmitQueuedLocked();
 

@@ -41,6 +41,13 @@ struct DirectInFlight {
   std::mutex mu;
   Status status;  // GUARDED_BY(mu): the first error
 
+  void ReleasePins(bool redirty) {
+    for (auto& [space, page] : pinned) {
+      if (redirty) space->Redirty(page.get());
+      page->Unpin();
+    }
+    pinned.clear();
+  }
   void Fail(const Status& st) {
     std::lock_guard lk(mu);
     if (status.ok()) status = st;
@@ -58,14 +65,10 @@ struct DirectInFlight {
     if (write && st.ok())
       for (uint64_t idx : holes) as->MarkValid(idx);  // file data now, before anyone may fill the page
     if (!write && st.ok() && zero_to > zero_from) buffers.Zero(zero_from, zero_to);
-    // The device stored into these pages with no fault the cache saw: they
-    // are dirty now, whatever writeback did meanwhile (even on an error:
-    // some bytes may have landed).
-    for (auto& [space, page] : pinned) {
-      if (!write) space->Redirty(page.get());
-      page->Unpin();
-    }
-    pinned.clear();
+    // The device stored into a read's pages with no fault the cache saw:
+    // they are dirty now, whatever writeback did meanwhile (even on an
+    // error: some bytes may have landed).
+    ReleasePins(/*redirty=*/!write);
     if (holds_range) as->direct().ReleaseWrite(this);
     as->direct().EndIo();
     DirectCallback cb = std::move(done);
@@ -91,6 +94,35 @@ void SubmitBypass(const std::shared_ptr<DirectInFlight>& op, uint64_t req_offset
     at = end;
   }
 }
+
+// The result of one direct request, for a thread that waits for it: the
+// completion records it, and the waiter reaps the stack itself where it can
+// (File::PollDirect), then sleeps. Shared with the completion, which may
+// still be unwinding when the waiter has returned.
+struct AwaitedResult {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<bool> ready{false};
+  Result<size_t> result = size_t{0};
+
+  static DirectCallback Recorder(const std::shared_ptr<AwaitedResult>& self) {
+    return [self](Result<size_t> r) {
+      {
+        std::lock_guard lk(self->mu);
+        self->result = std::move(r);
+        self->ready.store(true, std::memory_order_release);
+      }
+      self->cv.notify_all();
+    };
+  }
+  Result<size_t> Wait(File& file) {
+    if (!ready.load(std::memory_order_acquire))
+      (void)file.PollDirect([this] { return ready.load(std::memory_order_acquire); });
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return ready.load(std::memory_order_relaxed); });
+    return std::move(result);
+  }
+};
 
 // Where a page's part of a request goes.
 enum class Route {
@@ -241,7 +273,7 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   op->polled = req.polled && as.device().Pollable();  // else nobody could poll its bios
   // Before this file's invalidate lock: the pages may be this file's own.
   if (Status st = PinMappedBuffers(*cache_, op->buffers.buffers(), *op); !st.ok()) {
-    for (auto& pinned : op->pinned) pinned.second->Unpin();
+    op->ReleasePins(/*redirty=*/false);
     return st;
   }
 
@@ -260,7 +292,7 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
         extended_from = as.size();
         // The old partial last page gets its zero tail through the cache.
         if (Status st = ExtendLocked(as, end); !st.ok()) {
-          for (auto& pinned : op->pinned) pinned.second->Unpin();
+          op->ReleasePins(/*redirty=*/false);
           return st;
         }
         break;
@@ -276,25 +308,12 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
   op->end_op = [this] { EndAsyncOp(); };
   // An extending write completes in this call: its completion only records
   // the result, and the caller's callback runs here after any undo.
-  struct ExtendWait {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::atomic<bool> ready{false};
-    Result<size_t> result = size_t{0};
-  };
-  std::shared_ptr<ExtendWait> ext;
+  std::shared_ptr<AwaitedResult> ext;
   DirectCallback caller_done;
   if (extended_from) {
-    ext = std::make_shared<ExtendWait>();
+    ext = std::make_shared<AwaitedResult>();
     caller_done = std::move(op->done);
-    op->done = [ext](Result<size_t> r) {
-      {
-        std::lock_guard lk(ext->mu);
-        ext->result = std::move(r);
-        ext->ready.store(true, std::memory_order_release);
-      }
-      ext->cv.notify_all();
-    };
+    op->done = AwaitedResult::Recorder(ext);
     op->end_op = [] {};
   }
 
@@ -381,14 +400,7 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
     return Status::Ok();
   }
   op->Done(op, Status::Ok());
-  if (!ext->ready.load(std::memory_order_acquire))
-    (void)PollDirect([&ext] { return ext->ready.load(std::memory_order_acquire); });
-  Result<size_t> result = size_t{0};
-  {
-    std::unique_lock lk(ext->mu);
-    ext->cv.wait(lk, [&] { return ext->ready.load(std::memory_order_relaxed); });
-    result = std::move(ext->result);
-  }
+  Result<size_t> result = ext->Wait(*this);
   if (!result) {
     // Failed: the file is as long as before (the bytes it may have left on
     // the device past the old end are no file data: holes again).
@@ -404,30 +416,11 @@ Status FileHandle::SubmitDirect(DirectRequest req, DirectCallback done) {
 }
 
 Result<size_t> FileHandle::DirectIo(const DirectRequest& req) {
-  // Shared with the completion, which may still be unwinding when the
-  // waiter has returned.
-  struct Wait {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::atomic<bool> ready{false};
-    Result<size_t> result = size_t{0};
-  };
-  auto w = std::make_shared<Wait>();
+  auto w = std::make_shared<AwaitedResult>();
   DirectRequest polled = req;
   polled.polled = true;
-  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(std::move(polled), [w](Result<size_t> r) {
-    {
-      std::lock_guard lk(w->mu);
-      w->result = std::move(r);
-      w->ready.store(true, std::memory_order_release);
-    }
-    w->cv.notify_all();
-  }));
-  if (!w->ready.load(std::memory_order_acquire))
-    (void)PollDirect([&w] { return w->ready.load(std::memory_order_acquire); });
-  std::unique_lock lk(w->mu);
-  w->cv.wait(lk, [&] { return w->ready.load(std::memory_order_relaxed); });
-  return std::move(w->result);
+  SC_RETURN_UNEXPECTED_IF_ERROR(SubmitDirect(std::move(polled), AwaitedResult::Recorder(w)));
+  return w->Wait(*this);
 }
 
 Result<size_t> FileHandle::DirectRead(uint64_t offset, std::span<std::byte> buf, Stability stability) {

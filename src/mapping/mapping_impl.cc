@@ -128,7 +128,7 @@ Status MappingImpl::Unmap() {
 }
 
 void MappingImpl::Teardown() {
-  // No direct read finds the range from now on.
+  // No direct I/O finds the range from now on.
   if (base_ != nullptr) as_->cache().mapped_ranges().Remove(base_);
   // No page_mkclean reaches a view on its way out.
   if (registered_view_) as_->RemoveView(this);
