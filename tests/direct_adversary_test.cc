@@ -30,31 +30,8 @@ using Bytes = std::vector<std::byte>;
 
 using testing::Watchdog;
 
-struct Opened {
-  std::shared_ptr<BlockDevice> dev;
-  std::shared_ptr<Cache> cache;
-  std::unique_ptr<File> file;
-};
-
-Opened OpenOn(std::shared_ptr<BlockDevice> dev, uint64_t size, bool mappable = false) {
-  Opened o;
-  o.dev = std::move(dev);
-  CacheOptions co;
-  co.capacity_bytes = 4 << 20;
-  co.writeback_interval_ms = 600000;
-  o.cache = *Cache::Create(co);
-  auto f = o.cache->Open(o.dev, {.initial_size = size, .mappable = mappable});
-  EXPECT_TRUE(f) << f.error().ToString();
-  if (f) o.file = std::move(*f);
-  return o;
-}
-
-Bytes ReadAll(File& f, uint64_t off, size_t n) {
-  Bytes out(n);
-  auto r = f.Read(off, out);
-  EXPECT_TRUE(r) << r.error().ToString();
-  return out;
-}
+using directtest::OpenOn;
+using directtest::ReadAll;
 
 // A direct read at or past EOF completes inline, inside SubmitDirect. Its
 // callback chains the next I/O, as an asynchronous reader that found EOF
@@ -65,7 +42,7 @@ Bytes ReadAll(File& f, uint64_t off, size_t n) {
 TEST(DirectAdversary, ACallbackOfAReadAtEofMayAppendWithADirectWrite) {
   Watchdog wd;
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
-  Opened o = OpenOn(mem, 8192);
+  auto o = OpenOn(mem, 8192);
   AlignedBuf rbuf(4096), wbuf(4096);
   auto a = Pattern(4096, 5);
   std::memcpy(wbuf.data(), a.data(), a.size());
@@ -91,7 +68,7 @@ TEST(DirectAdversary, ReapWaitsForWhatIsInFlightWhenFewerThanAsked) {
   Watchdog wd;
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20, .late_copy = true, .manual_release = true});
   testing::PreformatHeld(*mem, 65536);
-  Opened o = OpenOn(mem, 0);
+  auto o = OpenOn(mem, 0);
   AlignedBuf buf(4096);
   DirectQueue q(*o.file, 4);
   ASSERT_TRUE(q.Submit({DirectOp::kWrite, 0, {buf.span(4096)}}, 7).ok());
@@ -121,7 +98,7 @@ TEST(DirectAdversary, ADirectWriteFromAMappingOfItsOwnRangeCompletes) {
   Watchdog wd(20);
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
   auto old = Pattern(65536, 3);
-  Opened o = OpenOn(mem, 65536, /*mappable=*/true);
+  auto o = OpenOn(mem, 65536, /*mappable=*/true);
   mem->WriteRaw(0, old.data(), old.size());  // the file's bytes; nothing is cached yet
   auto map = o.file->Map(0, 65536, MapAccess::kRead);
   ASSERT_TRUE(map) << map.error().ToString();
@@ -146,7 +123,7 @@ TEST(DirectAdversary, ErrorsFromBelowReachTheCallerAndLeaveNothingHeld) {
   Watchdog wd;
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
   auto fault = std::make_shared<FaultDevice>(mem);
-  Opened o = OpenOn(fault, 65536);
+  auto o = OpenOn(fault, 65536);
   auto old = Pattern(65536, 1);
   mem->WriteRaw(0, old.data(), old.size());
   AlignedBuf buf(3 * 4096);
@@ -174,7 +151,7 @@ TEST(DirectAdversary, ErrorsFromBelowReachTheCallerAndLeaveNothingHeld) {
 TEST(DirectAdversary, ADirectReadIntoAMappingOfTheSameFileCompletes) {
   Watchdog wd;
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
-  Opened o = OpenOn(mem, 65536, /*mappable=*/true);
+  auto o = OpenOn(mem, 65536, /*mappable=*/true);
   auto old = Pattern(65536, 4);
   mem->WriteRaw(0, old.data(), old.size());
   auto map = o.file->Map(0, 65536, MapAccess::kReadWrite);
@@ -204,7 +181,7 @@ TEST(DirectAdversary, AFailedDirectWritePastEofLeavesTheSizeAlone) {
   Watchdog wd;
   auto mem = *MemoryDevice::Create({.size_bytes = 8 << 20});
   auto fault = std::make_shared<FaultDevice>(mem);
-  Opened o = OpenOn(fault, 8192);
+  auto o = OpenOn(fault, 8192);
   AlignedBuf buf(4 * 4096);
   fault->AddRule({.op = BioOp::kWrite, .offset = 4 * 4096, .len = 4 * 4096});
   auto w = o.file->DirectWrite(4 * 4096, buf.span(4 * 4096));

@@ -25,24 +25,9 @@ namespace {
 using directtest::AlignedBuf;
 using testing::Pattern;
 
-struct Opened {
-  std::shared_ptr<MemoryDevice> mem;
-  std::shared_ptr<Cache> cache;
-  std::unique_ptr<File> file;
-};
-
-Opened OpenOn(std::shared_ptr<MemoryDevice> mem, uint64_t size, bool mappable = false) {
-  Opened o;
-  o.mem = std::move(mem);
-  CacheOptions co;
-  co.capacity_bytes = 4 << 20;
-  co.writeback_interval_ms = 600000;
-  o.cache = *Cache::Create(co);
-  auto f = o.cache->Open(o.mem, {.initial_size = size, .mappable = mappable});
-  EXPECT_TRUE(f) << f.error().ToString();
-  o.file = std::move(*f);
-  return o;
-}
+using directtest::OpenOn;
+using directtest::ReadAll;
+using Opened = directtest::OpenedFile<MemoryDevice>;
 
 Opened OpenMem(uint64_t size = 1 << 20, bool mappable = false) {
   return OpenOn(*MemoryDevice::Create({.size_bytes = 8 << 20}), size, mappable);
@@ -55,13 +40,6 @@ Opened OpenHeld(uint64_t size, const std::vector<std::byte>& fill, bool mappable
   testing::PreformatHeld(*mem, size);
   mem->WriteRaw(0, fill.data(), fill.size());
   return OpenOn(std::move(mem), 0, mappable);
-}
-
-std::vector<std::byte> ReadAll(File& f, uint64_t off, size_t n) {
-  std::vector<std::byte> out(n);
-  auto r = f.Read(off, out);
-  EXPECT_TRUE(r) << r.error().ToString();
-  return out;
 }
 
 TEST(Direct, MisalignedCallsAreRefusedNamingWhatIsMisaligned) {
@@ -110,7 +88,7 @@ TEST(Direct, AReadSeesABufferedWriteNotYetWrittenBack) {
   EXPECT_EQ(buf.data()[2999], std::byte{0});
   // The device still has none of it: the bytes came from the cache.
   std::vector<std::byte> raw(10000);
-  o.mem->ReadRaw(3000, raw.data(), raw.size());
+  o.dev->ReadRaw(3000, raw.data(), raw.size());
   EXPECT_NE(raw, a);
 }
 
@@ -142,7 +120,7 @@ TEST(Direct, AWriteToUncachedPagesBypassesTheCache) {
   ASSERT_TRUE(o.file->DirectWrite(0, buf.span(1 << 20)));
   EXPECT_EQ(o.cache->Stats().cached_pages, before);
   std::vector<std::byte> raw(1 << 20);
-  o.mem->ReadRaw(0, raw.data(), raw.size());
+  o.dev->ReadRaw(0, raw.data(), raw.size());
   EXPECT_EQ(raw, a);
   EXPECT_EQ(ReadAll(*o.file, 0, 1 << 20), a);
 }
@@ -229,7 +207,7 @@ TEST(Direct, ABufferedReadWaitsForADirectWriteInFlight) {
   ASSERT_TRUE(o.file->SubmitDirect({DirectOp::kWrite, 8192, {buf.span(4096)}},
                                    [&](Result<size_t> r) { done.set_value(std::move(r)); })
                   .ok());
-  o.mem->WaitForPendingWrites(1);
+  o.dev->WaitForPendingWrites(1);
   std::atomic<bool> read_done{false};
   std::vector<std::byte> seen(4096);
   std::thread reader([&] {
@@ -240,7 +218,7 @@ TEST(Direct, ABufferedReadWaitsForADirectWriteInFlight) {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // room for a wrong early return
   EXPECT_FALSE(read_done.load());
-  o.mem->ReleaseWrites();
+  o.dev->ReleaseWrites();
   ASSERT_TRUE(done.get_future().get());
   reader.join();
   EXPECT_EQ(seen, now);
@@ -258,11 +236,11 @@ TEST(Direct, AMappedLoadWaitsForADirectWriteInFlight) {
   ASSERT_TRUE(o.file->SubmitDirect({DirectOp::kWrite, 4096, {buf.span(4096)}},
                                    [&](Result<size_t> r) { done.set_value(std::move(r)); })
                   .ok());
-  o.mem->WaitForPendingWrites(1);
+  o.dev->WaitForPendingWrites(1);
   std::vector<std::byte> seen(4096);
   std::thread reader([&] { std::memcpy(seen.data(), (*map)->data() + 4096, 4096); });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  o.mem->ReleaseWrites();
+  o.dev->ReleaseWrites();
   ASSERT_TRUE(done.get_future().get());
   reader.join();
   EXPECT_EQ(seen, now);
@@ -281,15 +259,15 @@ TEST(Direct, TruncateWaitsForDirectIoInFlight) {
                                      write_done = true;
                                    })
                   .ok());
-  o.mem->WaitForPendingWrites(1);
+  o.dev->WaitForPendingWrites(1);
   std::thread t([&] {
     EXPECT_TRUE(o.file->Truncate(4096).ok());
-    EXPECT_EQ(o.mem->PendingWrites(), 0u);  // the write's I/O ended first
+    EXPECT_EQ(o.dev->PendingWrites(), 0u);  // the write's I/O ended first
     truncated = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(truncated.load());
-  o.mem->ReleaseWrites();
+  o.dev->ReleaseWrites();
   t.join();
   while (!write_done.load()) std::this_thread::yield();  // its callback may still be running
   EXPECT_EQ(*o.file->Size(), 4096u);
@@ -304,13 +282,13 @@ TEST(Direct, CloseWaitsForAsynchronousDirectIo) {
   ASSERT_TRUE(o.file->SubmitDirect({DirectOp::kWrite, 0, {buf.span(4096)}},
                                    [&](Result<size_t>) { completed = true; })
                   .ok());
-  o.mem->WaitForPendingWrites(1);
+  o.dev->WaitForPendingWrites(1);
   std::thread closer([&] {
     EXPECT_TRUE(o.file->Close().ok());
     EXPECT_TRUE(completed.load());
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  o.mem->ReleaseWrites();
+  o.dev->ReleaseWrites();
   closer.join();
 }
 

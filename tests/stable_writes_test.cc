@@ -178,6 +178,37 @@ TEST_P(StableWrites, AMappedStoreToAPageUnderWriteback) {
   ASSERT_TRUE((*m)->Unmap().ok());
 }
 
+// A direct write of `a` at `offset` with `stability`, whose caller
+// scribbles `b` over its buffer while the device holds the write "in DMA".
+// Then the block read back through the integrity layer, and the layers'
+// counts.
+struct ScribbledDirectWrite {
+  Result<size_t> written = size_t{0};
+  Status read;
+  std::vector<std::byte> raw;
+  std::vector<LayerStats> layers;
+};
+ScribbledDirectWrite ScribbleDuringADirectWrite(Rig& r, uint64_t offset, Stability stability,
+                                                const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+  ScribbledDirectWrite out;
+  EXPECT_TRUE(r.file->Truncate(16384).ok());  // a write past EOF would complete inside SubmitDirect
+  alignas(4096) std::byte buf[4096];
+  std::memcpy(buf, a.data(), 4096);
+  std::promise<Result<size_t>> done;
+  Status submitted = r.file->SubmitDirect({DirectOp::kWrite, offset, {buf}, stability},
+                                          [&](Result<size_t> n) { done.set_value(std::move(n)); });
+  EXPECT_TRUE(submitted.ok()) << submitted.ToString();
+  if (!submitted.ok()) return out;
+  r.mem->WaitForPendingWrites(1);
+  std::memcpy(buf, b.data(), 4096);  // the scribble, while the device holds the write
+  r.mem->ReleaseWrites();
+  out.written = done.get_future().get();
+  out.raw.resize(4096);
+  out.read = ReadSync(*r.integrity, offset, out.raw.data(), 4096);
+  r.verify->CollectStats(out.layers);
+  return out;
+}
+
 // A direct writer scribbling on its own buffer while the write is "in DMA".
 // Unstable (the default): the integrity layer bounces the buffer once, at
 // submission, so the medium and its tags hold the bytes submitted and the
@@ -186,23 +217,9 @@ TEST_P(StableWrites, AMappedStoreToAPageUnderWriteback) {
 TEST_P(StableWrites, ADirectWriterScribblingOnAnUnstableBuffer) {
   Rig r = MakeRig(GetParam());
   auto a = Pattern(4096, 1), b = Pattern(4096, 2);
-  ASSERT_TRUE(r.file->Truncate(16384).ok());  // a write past EOF would complete inside SubmitDirect
-  alignas(4096) std::byte buf[4096];
-  std::memcpy(buf, a.data(), 4096);
-  std::promise<Result<size_t>> done;
-  ASSERT_TRUE(r.file->SubmitDirect({DirectOp::kWrite, 0, {buf}, Stability::kUnstable},
-                                   [&](Result<size_t> n) { done.set_value(std::move(n)); })
-                  .ok());
-  r.mem->WaitForPendingWrites(1);
-  std::memcpy(buf, b.data(), 4096);  // the scribble, while the device holds the write
-  r.mem->ReleaseWrites();
-  auto n = done.get_future().get();
+  auto [n, st, raw, layers] = ScribbleDuringADirectWrite(r, 0, Stability::kUnstable, a, b);
   ASSERT_TRUE(n) << n.error().ToString();
   EXPECT_EQ(*n, 4096u);
-  std::vector<std::byte> raw(4096);
-  Status st = ReadSync(*r.integrity, 0, raw.data(), 4096);
-  std::vector<LayerStats> layers;
-  r.verify->CollectStats(layers);
   if (r.file->EffectivePolicy() == StablePolicy::kNone) {
     EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
     EXPECT_GT(layers.at(0).modified_in_flight, 0u);
@@ -221,21 +238,8 @@ TEST_P(StableWrites, ADirectWriterScribblingOnAnUnstableBuffer) {
 TEST_P(StableWrites, ADirectWriterBreakingItsDeclaredStablePromise) {
   Rig r = MakeRig(GetParam());
   auto a = Pattern(4096, 1), b = Pattern(4096, 2);
-  ASSERT_TRUE(r.file->Truncate(16384).ok());  // a write past EOF would complete inside SubmitDirect
-  alignas(4096) std::byte buf[4096];
-  std::memcpy(buf, a.data(), 4096);
-  std::promise<Result<size_t>> done;
-  ASSERT_TRUE(r.file->SubmitDirect({DirectOp::kWrite, 8192, {buf}, Stability::kDeclaredStable},
-                                   [&](Result<size_t> n) { done.set_value(std::move(n)); })
-                  .ok());
-  r.mem->WaitForPendingWrites(1);
-  std::memcpy(buf, b.data(), 4096);
-  r.mem->ReleaseWrites();
-  ASSERT_TRUE(done.get_future().get());
-  std::vector<std::byte> raw(4096);
-  Status st = ReadSync(*r.integrity, 8192, raw.data(), 4096);
-  std::vector<LayerStats> layers;
-  r.verify->CollectStats(layers);
+  auto [n, st, raw, layers] = ScribbleDuringADirectWrite(r, 8192, Stability::kDeclaredStable, a, b);
+  ASSERT_TRUE(n);
   EXPECT_EQ(st.code(), Code::kIntegrityError) << st.ToString();
   EXPECT_EQ(layers.at(1).bytes_bounced, 0u);  // zero-copy
   EXPECT_EQ(layers.at(0).modified_in_flight, 8u);  // every 512-byte block changed
