@@ -53,6 +53,8 @@ FrameArena::Shard& FrameArena::HomeShard() {
   return *shards_[home % kShards];
 }
 
+constexpr int kScanPasses = 64;
+
 uint32_t FrameArena::Allocate() {
   Shard& home = HomeShard();
   {
@@ -63,13 +65,20 @@ uint32_t FrameArena::Allocate() {
       return f;
     }
   }
-  for (auto& s : shards_) {
-    std::lock_guard lk(s->mu);
-    if (!s->free.empty()) {
-      uint32_t f = s->free.back();
-      s->free.pop_back();
-      return f;
+  // A scan takes one shard lock at a time, so a frame can move under it (a
+  // Free into a shard already passed while another Allocate takes the one
+  // ahead): a caller whose quota guarantees a free frame (the page pool)
+  // would be told there is none. Scan again before saying so.
+  for (int pass = 0; pass < kScanPasses; pass++) {
+    for (auto& s : shards_) {
+      std::lock_guard lk(s->mu);
+      if (!s->free.empty()) {
+        uint32_t f = s->free.back();
+        s->free.pop_back();
+        return f;
+      }
     }
+    std::this_thread::yield();
   }
   return kNoFrame;
 }
